@@ -1,0 +1,126 @@
+// Package iris is a Vault secrets engine that hands out short-lived Trackunit
+// IRIS API access tokens, so that no application, template or CI job needs an
+// IRIS API user's password or client secret.
+package iris
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
+)
+
+// Version is the plugin's version, reported to Vault as RunningVersion. The
+// Makefile sets it with -ldflags "-X vault-plugin-secrets-iris.Version=…";
+// Vault requires a semantic version with a leading v.
+var Version = "v0.1.0-dev"
+
+// operationPrefix names every operation in Vault's OpenAPI document.
+const operationPrefix = "iris"
+
+// backend is one mount of the engine. Vault runs every mount of the plugin in
+// one process (plugin multiplexing), so all state lives here, never in
+// package variables.
+type backend struct {
+	*framework.Backend
+
+	client *Client
+	now    func() time.Time
+
+	configs  *entryCache[apiUserConfig]
+	sessions *entryCache[tokenSession]
+
+	// flights lets one grant per API user run at a time; sessionLocks
+	// order a grant's write-back against config writes and deletes.
+	flights      singleflight.Group
+	sessionLocks []*locksutil.LockEntry
+
+	// lastRead tells the periodic refresh which sessions are in use.
+	lastReadMu sync.Mutex
+	lastRead   map[string]time.Time
+}
+
+// backendOptions are the seams tests use; Factory uses the defaults.
+type backendOptions struct {
+	client *Client
+	now    func() time.Time
+}
+
+// Factory is the plugin's entry point for Vault.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend(backendOptions{})
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	b.client.Logger = b.Logger().Named("client")
+	return b, nil
+}
+
+func newBackend(opts backendOptions) *backend {
+	b := &backend{
+		client:       opts.client,
+		now:          opts.now,
+		configs:      newEntryCache[apiUserConfig](configStoragePrefix),
+		sessions:     newEntryCache[tokenSession](sessionStoragePrefix),
+		sessionLocks: locksutil.CreateLocks(),
+		lastRead:     make(map[string]time.Time),
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.client == nil {
+		b.client = NewClient(nil)
+	}
+	if b.client.Now == nil {
+		b.client.Now = b.now
+	}
+	userAgent = "vault-plugin-secrets-iris/" + Version
+
+	b.Backend = &framework.Backend{
+		Help:           strings.TrimSpace(backendHelp),
+		BackendType:    logical.TypeLogical,
+		RunningVersion: Version,
+		PathsSpecial: &logical.Paths{
+			// Only Vault Enterprise honours seal wrapping; open-source Vault
+			// stores these entries with its ordinary barrier encryption.
+			SealWrapStorage: []string{configStoragePrefix, sessionStoragePrefix},
+		},
+		Paths: framework.PathAppend(
+			pathConfig(b),
+			pathCreds(b),
+			pathToken(b),
+		),
+		Secrets: []*framework.Secret{
+			secretAccessToken(b),
+		},
+		Invalidate:   b.invalidate,
+		PeriodicFunc: b.periodicRefresh,
+	}
+	return b
+}
+
+// invalidate is called by Vault Enterprise when replicated storage changes
+// under us; open-source Vault never calls it.
+func (b *backend) invalidate(_ context.Context, key string) {
+	if name, ok := strings.CutPrefix(key, configStoragePrefix); ok {
+		b.configs.forget(name)
+		b.sessions.forget(name)
+	}
+	if name, ok := strings.CutPrefix(key, sessionStoragePrefix); ok {
+		b.sessions.forget(name)
+	}
+}
+
+const backendHelp = `
+The IRIS secrets engine issues short-lived Trackunit IRIS API access tokens.
+
+Store an IRIS API user (client ID and secret, username and password) at
+config/<name>; the secrets never leave Vault again. Read creds/<name> for a
+leased access token of your own, or token/<name> for the API user's one
+shared, always-fresh token. See path-help of each path for details.
+`

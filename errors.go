@@ -1,0 +1,79 @@
+package iris
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Every IRIS failure reaches a Vault caller through this file, so that each
+// one names the API user, says what went wrong in words an operator can act
+// on, and carries a status that tells callers whether to retry.
+
+// upstreamResponseError is the error for a read or write that called IRIS.
+func upstreamResponseError(name string, err error) error {
+	return logical.CodedError(upstreamStatus(err), describeUpstreamError(name, err))
+}
+
+// upstreamStatus maps a client error to an HTTP status: 502 when IRIS
+// answered but refused or answered garbage, 503 when it could not be reached
+// or is unavailable (retry later), 504 when it did not answer in time.
+func upstreamStatus(err error) int {
+	var irisErr *Error
+	if !errors.As(err, &irisErr) {
+		return http.StatusInternalServerError
+	}
+	switch irisErr.Kind {
+	case KindTimeout:
+		return http.StatusGatewayTimeout
+	case KindUnreachable, KindUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusBadGateway
+	}
+}
+
+// describeUpstreamError is the operator-facing text of a client error. It
+// has no secret in it: the client's errors carry none.
+func describeUpstreamError(name string, err error) string {
+	msg := fmt.Sprintf("API user %q: %s", name, err)
+	if hint := upstreamHint(name, err); hint != "" {
+		msg += ": " + hint
+	}
+	return msg
+}
+
+func upstreamHint(name string, err error) string {
+	var irisErr *Error
+	if !errors.As(err, &irisErr) {
+		return ""
+	}
+	switch irisErr.Kind {
+	case KindRejected:
+		switch irisErr.Code {
+		case "invalid_grant":
+			if irisErr.Grant == GrantRefreshToken {
+				return "the refresh token was refused"
+			}
+			return fmt.Sprintf("wrong username or password, or the API user was deleted or its password changed in Trackunit Manager; update them at iris/config/%s", name)
+		case "invalid_client":
+			return fmt.Sprintf("wrong client ID or client secret; update client_id and client_secret at iris/config/%s", name)
+		case "invalid_scope":
+			return fmt.Sprintf("IRIS refused the requested scopes; check scopes at iris/config/%s", name)
+		case "unauthorized_client", "unsupported_grant_type":
+			return "this IRIS client is not allowed to use this grant"
+		}
+		return ""
+	case KindTimeout:
+		return "IRIS did not answer within request_timeout; check token_url and the network, or raise request_timeout"
+	case KindUnreachable:
+		return "check token_url and the network path from Vault to IRIS"
+	case KindUnavailable:
+		return "try again later"
+	case KindBadResponse:
+		return "check token_url"
+	}
+	return ""
+}
