@@ -40,6 +40,10 @@ type backend struct {
 	flights      singleflight.Group
 	sessionLocks []*locksutil.LockEntry
 
+	// afterGrant, when set by a test, runs between a session grant and its
+	// write-back: the window in which config changes must win.
+	afterGrant func(name string)
+
 	// lastRead tells the periodic refresh which sessions are in use.
 	lastReadMu sync.Mutex
 	lastRead   map[string]time.Time

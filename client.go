@@ -361,7 +361,8 @@ func (c *Client) tokenRequest(ctx context.Context, creds Credentials, grant Gran
 		if err.RetryAfter > wait {
 			wait = err.RetryAfter
 		}
-		if deadline, ok := ctx.Deadline(); ok && c.now().Add(wait).After(deadline) {
+		// Deadlines are real time, whatever clock the client was given.
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
 			// Waiting would outlive the budget: answer now with the real
 			// cause rather than a context error later.
 			return nil, lastErr

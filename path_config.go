@@ -50,6 +50,10 @@ var defaultScopes = []string{"api", "offline_access"}
 // instead of Vault's "unsupported path" 404.
 var nameRegex = regexp.MustCompile(`^\w(([\w.-]+)?\w)?$`)
 
+// nameCapture takes any non-empty rest of the path as the name; nameFrom
+// then checks it.
+const nameCapture = `(?P<` + keyName + `>.+)`
+
 // apiUserConfig is one stored IRIS API user.
 type apiUserConfig struct {
 	// ShapeVersion lets a later release upgrade stored entries.
@@ -93,7 +97,7 @@ func (c *apiUserConfig) tokenIdentity() string {
 func pathConfig(b *backend) []*framework.Path {
 	return []*framework.Path{
 		{
-			Pattern: "config/" + framework.MatchAllRegex(keyName),
+			Pattern: "config/" + nameCapture,
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: operationPrefix,
 				OperationSuffix: "api-user",
@@ -351,17 +355,23 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		cfg.Generation = newGeneration()
 	}
 
+	var verified *Token
 	if d.Get(keyVerify).(bool) {
-		tok, err := b.client.PasswordGrant(ctx, cfg.credentials(), cfg.RequestTimeout)
+		verified, err = b.client.PasswordGrant(ctx, cfg.credentials(), cfg.RequestTimeout)
 		if err != nil {
 			return nil, verifyError(name, err)
 		}
-		b.discardVerificationToken(ctx, cfg, tok)
 	}
 
 	err = b.withSessionLock(name, func() error {
 		if err := b.configs.save(ctx, req.Storage, name, cfg); err != nil {
 			return err
+		}
+		if verified != nil {
+			// The verifying grant's token becomes the shared token/ session,
+			// so that it is not wasted and its refresh token is not left
+			// alive at IRIS with nobody holding it.
+			return b.sessions.save(ctx, req.Storage, name, newSession(verified, cfg.Generation))
 		}
 		if existing != nil && existing.Generation != cfg.Generation {
 			// The shared token was obtained with the old credentials.
@@ -522,18 +532,6 @@ func newGeneration() string {
 		panic("crypto/rand failed")
 	}
 	return hex.EncodeToString(buf[:])
-}
-
-// discardVerificationToken revokes, best effort, the refresh token the
-// verifying grant may have produced, so that a config write leaves no
-// long-lived credential behind at IRIS. The access token simply expires.
-func (b *backend) discardVerificationToken(ctx context.Context, cfg *apiUserConfig, tok *Token) {
-	if tok.RefreshToken == "" || cfg.RevocationURL == "" {
-		return
-	}
-	if err := b.client.Revoke(ctx, cfg.credentials(), tok.RefreshToken, "refresh_token", revocationTimeout(cfg)); err != nil {
-		b.Logger().Debug("revoking the verification refresh token failed", "error", err)
-	}
 }
 
 // revocationTimeout keeps best-effort calls short: they run inside revoke

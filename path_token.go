@@ -95,7 +95,7 @@ func (s *tokenSession) outageFloor() time.Duration {
 
 func pathToken(b *backend) []*framework.Path {
 	return []*framework.Path{{
-		Pattern: "token/" + framework.MatchAllRegex(keyName),
+		Pattern: "token/" + nameCapture,
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 			OperationVerb:   "read",
@@ -255,6 +255,9 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, nam
 		refreshToken = sess.RefreshToken
 	}
 	tok, grantErr := b.refreshOrLogIn(ctx, name, cfg, refreshToken)
+	if b.afterGrant != nil {
+		b.afterGrant(name)
+	}
 
 	lock := locksutil.LockForKey(b.sessionLocks, name)
 	lock.Lock()

@@ -1,0 +1,357 @@
+package iris
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"vault-plugin-secrets-iris/iristest"
+)
+
+func (env *testEnv) readToken(name string) *logical.Response {
+	env.t.Helper()
+	resp := env.mustRequest(logical.ReadOperation, "token/"+name, nil)
+	require.NotNil(env.t, resp)
+	require.Nil(env.t, resp.Secret, "token/ creates no lease")
+	return resp
+}
+
+func (env *testEnv) storedSession(name string) *tokenSession {
+	env.t.Helper()
+	sess, err := env.b.sessions.loadUncached(context.Background(), env.storage, name)
+	require.NoError(env.t, err)
+	return sess
+}
+
+func (env *testEnv) periodic() {
+	env.t.Helper()
+	require.NoError(env.t, env.b.periodicRefresh(context.Background(), &logical.Request{Storage: env.storage}))
+}
+
+func TestTokenReadServesOneSharedToken(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	env.iris.ResetStats()
+
+	// The verifying grant of the config write seeded the session.
+	first := env.readToken("demo")
+	require.Zero(t, env.iris.Stats().Requests)
+	require.ElementsMatch(t, []string{"access_token", "token_type", "scope", "expires_at", "expires_in", "ttl", "rotation_period"}, keys(first.Data))
+	// Vault Agent needs JSON integers: a string ttl crashes it.
+	require.Equal(t, int64(2400), first.Data["ttl"])
+	require.Equal(t, int64(2400), first.Data["rotation_period"])
+	require.Equal(t, int64(3600), first.Data["expires_in"])
+
+	env.clock.Advance(1000 * time.Second)
+	second := env.readToken("demo")
+	require.Equal(t, first.Data["access_token"], second.Data["access_token"])
+	require.Equal(t, int64(1400), second.Data["ttl"])
+	require.Equal(t, int64(2400), second.Data["rotation_period"])
+	require.Equal(t, int64(2600), second.Data["expires_in"])
+	require.Zero(t, env.iris.Stats().Requests)
+	env.assertNoSecrets(demoUser)
+}
+
+func TestTokenRefreshPoint(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	first := env.readToken("demo")
+	firstRefresh := env.storedSession("demo").RefreshToken
+	require.NotEmpty(t, firstRefresh)
+	env.iris.ResetStats()
+
+	env.clock.Advance(2399 * time.Second)
+	require.Equal(t, first.Data["access_token"], env.readToken("demo").Data["access_token"])
+	require.Equal(t, int64(1), env.readToken("demo").Data["ttl"], "ttl is never below 1")
+	require.Zero(t, env.iris.Stats().Requests)
+
+	env.clock.Advance(time.Second)
+	second := env.readToken("demo")
+	require.NotEqual(t, first.Data["access_token"], second.Data["access_token"])
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
+	require.Zero(t, env.iris.Stats().PasswordGrants)
+	active, _ := env.iris.Introspect(second.Data["access_token"].(string))
+	require.True(t, active)
+
+	// The rotated refresh token was stored before the token was returned.
+	stored := env.storedSession("demo")
+	require.NotEqual(t, firstRefresh, stored.RefreshToken)
+	require.Equal(t, second.Data["access_token"], stored.AccessToken)
+	require.Equal(t, 1, env.iris.LiveRefreshTokens(demoUser.Username))
+	env.assertNoSecrets(demoUser)
+}
+
+func TestTokenRefreshFloor(t *testing.T) {
+	cases := []struct {
+		floor        string
+		wantRotation int64
+	}{
+		{"0", 2400},
+		{"10m", 2400},  // less than a third: the third wins
+		{"30m", 1800},  // more than a third
+		{"50m", 1800},  // capped at half the lifetime
+		{"2h", 1800},   // capped at half the lifetime
+		{"1800", 1800}, // plain seconds
+	}
+	for _, tc := range cases {
+		t.Run(tc.floor, func(t *testing.T) {
+			env := newTestEnv(t)
+			env.writeConfig("demo", demoUser, map[string]interface{}{"refresh_floor": tc.floor})
+			require.Equal(t, tc.wantRotation, env.readToken("demo").Data["rotation_period"])
+		})
+	}
+}
+
+func TestTokenFallsBackToPasswordGrant(t *testing.T) {
+	t.Run("refresh token refused", func(t *testing.T) {
+		env := newTestEnv(t)
+		env.writeConfig("demo", demoUser, nil)
+		env.readToken("demo")
+		env.iris.RevokeAll(demoUser.Username)
+		env.iris.ResetStats()
+		env.clock.Advance(2400 * time.Second)
+		resp := env.readToken("demo")
+		active, _ := env.iris.Introspect(resp.Data["access_token"].(string))
+		require.True(t, active)
+		require.Equal(t, 1, env.iris.Stats().PasswordGrants)
+		require.Equal(t, 1, env.iris.Stats().Rejected)
+	})
+	t.Run("API user without refresh tokens", func(t *testing.T) {
+		legacy := demoUser
+		legacy.NoRefreshTokens = true
+		env := newTestEnv(t, legacy)
+		env.writeConfig("demo", legacy, nil)
+		env.readToken("demo")
+		require.Empty(t, env.storedSession("demo").RefreshToken)
+		env.iris.ResetStats()
+		env.clock.Advance(2400 * time.Second)
+		env.readToken("demo")
+		require.Equal(t, 1, env.iris.Stats().PasswordGrants)
+		require.Zero(t, env.iris.Stats().Rejected)
+	})
+}
+
+func TestTokenOutage(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	first := env.readToken("demo")
+	refreshBefore := env.storedSession("demo").RefreshToken
+
+	env.iris.SetFault(&iristest.Fault{Status: http.StatusServiceUnavailable})
+	env.clock.Advance(2500 * time.Second)
+	resp := env.readToken("demo")
+	require.Equal(t, first.Data["access_token"], resp.Data["access_token"], "the current token is served while it lasts")
+	require.Equal(t, int64(15), resp.Data["ttl"], "a short ttl brings Agent back soon")
+	require.Len(t, resp.Warnings, 1)
+	require.Contains(t, resp.Warnings[0], "HTTP 503")
+	require.Equal(t, refreshBefore, env.storedSession("demo").RefreshToken, "a network failure keeps the refresh token")
+
+	// Close to the floor (the larger of 60 s and 5% of the lifetime) the ttl
+	// shrinks so that the next read is still in time, and below it the
+	// error is returned.
+	env.clock.Advance(3600*time.Second - 2500*time.Second - 190*time.Second)
+	resp = env.readToken("demo")
+	require.Equal(t, int64(10), resp.Data["ttl"])
+	env.clock.Advance(11 * time.Second)
+	_, err := env.request(logical.ReadOperation, "token/demo", nil)
+	var coded logical.HTTPCodedError
+	require.ErrorAs(t, err, &coded)
+	require.Equal(t, http.StatusServiceUnavailable, coded.Code())
+
+	// IRIS is back: the kept refresh token is used, no password grant.
+	env.iris.SetFault(nil)
+	env.iris.ResetStats()
+	resp = env.readToken("demo")
+	require.NotEqual(t, first.Data["access_token"], resp.Data["access_token"])
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
+	require.Zero(t, env.iris.Stats().PasswordGrants)
+	require.Zero(t, env.iris.Stats().RefreshReuse)
+}
+
+func TestTokenDropsRefusedRefreshToken(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	env.readToken("demo")
+	rotatePassword(env)
+	env.clock.Advance(2400 * time.Second)
+	resp := env.readToken("demo")
+	require.Len(t, resp.Warnings, 1, "still served: IRIS refused, but the token lives")
+	require.Contains(t, resp.Warnings[0], "invalid_grant")
+	require.Empty(t, env.storedSession("demo").RefreshToken, "a refused refresh token is never sent again")
+}
+
+func TestTokenSessionFollowsConfig(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	first := env.readToken("demo")
+
+	// Settings that do not change the token keep the session.
+	env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{"ttl": "5m", "verify": false})
+	require.NotNil(t, env.storedSession("demo"))
+	require.Equal(t, first.Data["access_token"], env.readToken("demo").Data["access_token"])
+
+	// New credentials or scopes drop it.
+	env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{"scopes": "api", "verify": false})
+	require.Nil(t, env.storedSession("demo"))
+	second := env.readToken("demo")
+	require.NotEqual(t, first.Data["access_token"], second.Data["access_token"])
+	require.Equal(t, "api", second.Data["scope"])
+
+	env.mustRequest(logical.DeleteOperation, "config/demo", nil)
+	require.Nil(t, env.storedSession("demo"))
+	_, err := env.request(logical.ReadOperation, "token/demo", nil)
+	var coded logical.HTTPCodedError
+	require.ErrorAs(t, err, &coded)
+	require.Equal(t, http.StatusNotFound, coded.Code())
+}
+
+func TestTokenGrantRacingConfigChange(t *testing.T) {
+	for _, change := range []string{"update", "delete"} {
+		t.Run(change, func(t *testing.T) {
+			env := newTestEnv(t)
+			env.writeConfig("demo", demoUser, map[string]interface{}{"verify": false})
+			env.b.afterGrant = func(string) {
+				// The config changes after IRIS answered and before the
+				// session is written back.
+				if change == "delete" {
+					env.mustRequest(logical.DeleteOperation, "config/demo", nil)
+				} else {
+					env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{"password": "new", "verify": false})
+				}
+			}
+			_, err := env.request(logical.ReadOperation, "token/demo", nil)
+			require.ErrorContains(t, err, "changed or deleted while its token was being replaced")
+			require.Nil(t, env.storedSession("demo"), "the stale grant was not written back")
+		})
+	}
+}
+
+func TestTokenBackgroundRefresh(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	env.writeConfig("idle", demoUser, nil)
+	first := env.readToken("demo")
+	env.iris.ResetStats()
+
+	// Not yet near the refresh point (2400 s): nothing happens.
+	env.clock.Advance(2000 * time.Second)
+	env.readToken("demo")
+	env.periodic()
+	require.Zero(t, env.iris.Stats().Requests)
+
+	// Within the lead of the refresh point: the session in use is replaced
+	// ahead of time, the idle one is left to expire.
+	env.clock.Advance(300 * time.Second)
+	env.periodic()
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
+	resp := env.readToken("demo")
+	require.NotEqual(t, first.Data["access_token"], resp.Data["access_token"])
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants, "the read found a fresh token")
+
+	// Nobody read the new token yet: the next tick leaves it alone.
+	env.clock.Advance(time.Minute)
+	env.periodic()
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
+}
+
+func TestTokenReplicationStates(t *testing.T) {
+	cases := []struct {
+		name      string
+		state     consts.ReplicationState
+		localMnt  bool
+		canRotate bool
+	}{
+		{"primary", 0, false, true},
+		{"performance standby", consts.ReplicationPerformanceStandby, false, false},
+		{"performance secondary", consts.ReplicationPerformanceSecondary, false, false},
+		{"performance secondary, local mount", consts.ReplicationPerformanceSecondary, true, true},
+		{"DR secondary", consts.ReplicationDRSecondary, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newTestEnv(t)
+			env.writeConfig("demo", demoUser, nil)
+			first := env.readToken("demo")
+			env.sysView.ReplicationStateVal = tc.state
+			env.sysView.LocalMountVal = tc.localMnt
+			env.iris.ResetStats()
+
+			// A fresh session is served by any node.
+			require.Equal(t, first.Data["access_token"], env.readToken("demo").Data["access_token"])
+
+			env.clock.Advance(2350 * time.Second)
+			env.periodic()
+			env.clock.Advance(50 * time.Second)
+			_, err := env.request(logical.ReadOperation, "token/demo", nil)
+			if tc.canRotate {
+				require.NoError(t, err)
+				require.Equal(t, 1, env.iris.Stats().RefreshGrants)
+				return
+			}
+			require.ErrorIs(t, err, logical.ErrReadOnly, "Vault forwards the read to the active node")
+			require.Zero(t, env.iris.Stats().Requests, "no grant on a node that cannot store its result")
+		})
+	}
+}
+
+func TestTokenMountsAreIsolated(t *testing.T) {
+	other := iristest.User{ClientID: "0oa-other", ClientSecret: "other-secret", Username: "other-user", Password: "other-password"}
+	env := newTestEnv(t, demoUser, other)
+	b2, s2, _ := env.newBackend()
+	env.writeConfig("demo", demoUser, nil)
+	data := map[string]interface{}{"client_id": other.ClientID, "client_secret": other.ClientSecret,
+		"username": other.Username, "password": other.Password, "token_url": env.iris.TokenURL}
+	_, err := env.requestOn(b2, s2, logical.CreateOperation, "config/demo", data)
+	require.NoError(t, err)
+
+	a := env.readToken("demo")
+	resp, err := env.requestOn(b2, s2, logical.ReadOperation, "token/demo", nil)
+	require.NoError(t, err)
+	require.NotEqual(t, a.Data["access_token"], resp.Data["access_token"])
+	again, err := env.requestOn(b2, s2, logical.ReadOperation, "token/demo", nil)
+	require.NoError(t, err)
+	require.Equal(t, resp.Data["access_token"], again.Data["access_token"])
+	require.Equal(t, a.Data["access_token"], env.readToken("demo").Data["access_token"])
+}
+
+func TestTokenConcurrentReadsCauseOneGrant(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	first := env.readToken("demo")
+	env.iris.ResetStats()
+	env.clock.Advance(2400 * time.Second)
+
+	const readers = 1000
+	var wg sync.WaitGroup
+	tokens := make([]string, readers)
+	errs := make([]error, readers)
+	start := make(chan struct{})
+	for i := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := env.request(logical.ReadOperation, "token/demo", nil)
+			errs[i] = err
+			if err == nil {
+				tokens[i] = resp.Data["access_token"].(string)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i := range readers {
+		require.NoError(t, errs[i])
+		require.NotEqual(t, first.Data["access_token"], tokens[i])
+		require.Equal(t, tokens[0], tokens[i])
+	}
+	stats := env.iris.Stats()
+	require.Equal(t, 1, stats.RefreshGrants+stats.PasswordGrants, "exactly one grant")
+	require.Zero(t, stats.RefreshReuse)
+}
