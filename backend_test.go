@@ -59,7 +59,11 @@ type testEnv struct {
 	sysView *logical.StaticSystemView
 	sleeps  []time.Duration
 	sleepMu sync.Mutex
-	logs    *syncBuffer
+	// logs gets log lines and errors, shown what callers were shown.
+	logs         *syncBuffer
+	shown        *syncBuffer
+	leakMu       sync.Mutex
+	accessTokens []string
 }
 
 func newTestEnv(t *testing.T, users ...iristest.User) *testEnv {
@@ -67,7 +71,7 @@ func newTestEnv(t *testing.T, users ...iristest.User) *testEnv {
 	if len(users) == 0 {
 		users = []iristest.User{demoUser}
 	}
-	env := &testEnv{t: t, clock: newTestClock(), logs: &syncBuffer{}}
+	env := &testEnv{t: t, clock: newTestClock(), logs: &syncBuffer{}, shown: &syncBuffer{}}
 	env.iris = iristest.NewServer(users...)
 	env.iris.SetClock(env.clock.Now)
 	t.Cleanup(env.iris.Close)
@@ -141,34 +145,48 @@ func (env *testEnv) writeConfig(name string, user iristest.User, extra map[strin
 	env.mustRequest(logical.CreateOperation, "config/"+name, data)
 }
 
-// recordForLeakCheck remembers every response so that the leak check at
-// cleanup covers all of them.
+// recordForLeakCheck remembers every response and error so that
+// assertNoSecrets covers all of them.
 func (env *testEnv) recordForLeakCheck(resp *logical.Response, err error) {
-	var b strings.Builder
-	if resp != nil {
-		// What Vault shows a caller: the lease's internal data stays in
-		// Vault and is checked separately.
-		j, _ := json.Marshal(map[string]interface{}{"data": resp.Data, "warnings": resp.Warnings})
-		b.Write(j)
-	}
 	if err != nil {
-		b.WriteString(err.Error())
+		// Errors go with the log lines: not even an access token may
+		// appear in them.
+		env.logs.WriteString("\n[error] " + err.Error())
 	}
-	env.logs.WriteString("\n[response] " + b.String())
+	if resp == nil {
+		return
+	}
+	if token, ok := resp.Data["access_token"].(string); ok {
+		env.leakMu.Lock()
+		env.accessTokens = append(env.accessTokens, token)
+		env.leakMu.Unlock()
+	}
+	// What Vault shows a caller; the lease's internal data stays in Vault.
+	j, _ := json.Marshal(map[string]interface{}{"data": resp.Data, "warnings": resp.Warnings})
+	env.shown.WriteString("\n" + string(j))
 }
 
-// assertNoSecrets checks the log and every response so far for the user's
-// password and client secret, and for every refresh token the emulator
-// issued or received.
+// assertNoSecrets checks every log line, error and response so far: none
+// may hold the user's password or client secret, or a refresh token the
+// emulator issued; log lines and errors may not hold access tokens either
+// (responses of creds/ and token/ return them on purpose).
 func (env *testEnv) assertNoSecrets(user iristest.User) {
 	env.t.Helper()
-	text := env.logs.String()
-	require.NotContains(env.t, text, user.Password)
-	require.NotContains(env.t, text, user.ClientSecret)
+	logs, shown := env.logs.String(), env.shown.String()
+	forbidden := []string{user.Password, user.ClientSecret}
 	for _, r := range env.iris.Requests() {
 		if r.RefreshToken != "" {
-			require.NotContains(env.t, text, r.RefreshToken)
+			forbidden = append(forbidden, r.RefreshToken)
 		}
+	}
+	for _, secret := range forbidden {
+		require.NotContains(env.t, logs, secret)
+		require.NotContains(env.t, shown, secret)
+	}
+	env.leakMu.Lock()
+	defer env.leakMu.Unlock()
+	for _, token := range env.accessTokens {
+		require.NotContains(env.t, logs, token)
 	}
 }
 
