@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -359,7 +358,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if d.Get(keyVerify).(bool) {
 		verified, err = b.client.PasswordGrant(ctx, cfg.credentials(), cfg.RequestTimeout)
 		if err != nil {
-			return nil, verifyError(name, err)
+			return verifyFailure(name, err)
 		}
 	}
 
@@ -545,14 +544,13 @@ func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*
 	return b.configs.load(ctx, s, name)
 }
 
-// verifyError turns a failed verifying grant into a response error. IRIS
-// refusing the credentials is the writer's mistake (400); IRIS being down is
-// not (5xx).
-func verifyError(name string, err error) error {
-	status := upstreamStatus(err)
+// verifyFailure answers a write whose verifying grant failed. IRIS refusing
+// the credentials is the writer's mistake: a plain 400 error response, which
+// Vault shows without wrapping. IRIS being down is not (5xx).
+func verifyFailure(name string, err error) (*logical.Response, error) {
+	msg := fmt.Sprintf("credentials not stored: %s (verify=false stores them without checking)", describeUpstreamError(name, err))
 	if IsRejected(err) {
-		status = http.StatusBadRequest
+		return logical.ErrorResponse(msg), nil
 	}
-	return logical.CodedError(status,
-		fmt.Sprintf("credentials not stored: %s (verify=false stores them without checking)", describeUpstreamError(name, err)))
+	return nil, logical.CodedError(upstreamStatus(err), msg)
 }
