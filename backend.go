@@ -83,7 +83,6 @@ func newBackend(opts backendOptions) *backend {
 	if b.client.Now == nil {
 		b.client.Now = b.now
 	}
-	userAgent = "vault-plugin-secrets-iris/" + Version
 
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),

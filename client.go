@@ -425,7 +425,7 @@ func (c *Client) post(ctx context.Context, creds Credentials, endpoint string, f
 	req.SetBasicAuth(creds.ClientID, creds.ClientSecret)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", userAgent)
+	req.Header.Set("User-Agent", userAgent())
 
 	httpClient := c.HTTP
 	if httpClient == nil {
@@ -448,8 +448,8 @@ func (c *Client) post(ctx context.Context, creds Credentials, endpoint string, f
 
 var errResponseTooLarge = errors.New("response larger than the 128 KiB bound")
 
-// userAgent is set by the backend to name the plugin version.
-var userAgent = "vault-plugin-secrets-iris"
+// userAgent names the plugin and its version to IRIS.
+func userAgent() string { return "vault-plugin-secrets-iris/" + Version }
 
 func classifyTransportError(grant Grant, err error, ctx context.Context) *Error {
 	if errors.Is(err, errResponseTooLarge) {

@@ -18,7 +18,7 @@ const (
 	sessionStoragePrefix = "session/"
 	sessionShapeVersion  = 1
 
-	keyTTL2           = "ttl" // the token/ response's ttl, for Vault Agent
+	keyAgentTTL           = "ttl" // the token/ response's ttl, for Vault Agent
 	keyRotationPeriod = "rotation_period"
 
 	// outageRetryTTL is the ttl handed out with a token served during an
@@ -179,7 +179,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		b.Logger().Warn("serving the current token while IRIS cannot replace it", "name", name, "error", refreshErr)
 		resp := b.sessionResponse(sess, cfg, now)
 		retry := min(outageRetryTTL, sess.ExpiresAt.Sub(now)-sess.outageFloor())
-		resp.Data[keyTTL2] = max(int64(retry/time.Second), 1)
+		resp.Data[keyAgentTTL] = max(int64(retry/time.Second), 1)
 		resp.AddWarning(fmt.Sprintf("could not replace the token: %s; serving the current token until IRIS answers again",
 			describeUpstreamError(name, refreshErr)))
 		return resp, nil
@@ -195,7 +195,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 func (b *backend) sessionResponse(sess *tokenSession, cfg *apiUserConfig, now time.Time) *logical.Response {
 	data := b.tokenData(sess.token())
 	refreshAt := sess.refreshAt(cfg)
-	data[keyTTL2] = max(int64(refreshAt.Sub(now)/time.Second), 1)
+	data[keyAgentTTL] = max(int64(refreshAt.Sub(now)/time.Second), 1)
 	data[keyRotationPeriod] = max(int64(refreshAt.Sub(sess.ObtainedAt)/time.Second), 1)
 	return &logical.Response{Data: data}
 }
