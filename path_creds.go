@@ -33,7 +33,7 @@ const (
 
 func pathCreds(b *backend) []*framework.Path {
 	return []*framework.Path{{
-		Pattern: "creds/" + framework.MatchAllRegex(keyName),
+		Pattern: "creds/" + nameCapture,
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 			OperationVerb:   "generate",
