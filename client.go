@@ -11,9 +11,13 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -43,6 +47,11 @@ const (
 	maxLifetime = 24 * time.Hour
 
 	maxDescriptionLen = 200
+
+	// maxRetryAfter bounds a Retry-After value before it is turned into a
+	// Duration, which would overflow for absurd values and wrap round to
+	// "retry now". Anything this long is beyond every budget anyway.
+	maxRetryAfter = 24 * time.Hour
 )
 
 // Credentials are what the client needs to act for one IRIS API user.
@@ -128,6 +137,9 @@ type Error struct {
 	RetryAfter  time.Duration // what IRIS asked for on the last 429/503
 	Detail      string        // what was wrong with a bad response
 	Err         error         // the network cause, for errors.Is
+	// Sent is set once the request was written out (or answered): from then
+	// on IRIS may have acted on it, whatever became of the answer.
+	Sent bool
 }
 
 func (e *Error) Error() string {
@@ -172,6 +184,24 @@ func (e *Error) Unwrap() error { return e.Err }
 // Retryable reports whether trying again later may succeed.
 func (e *Error) Retryable() bool {
 	return e.Kind == KindUnreachable || e.Kind == KindTimeout || e.Kind == KindUnavailable
+}
+
+// MayHaveActed reports whether IRIS may have carried out the request even
+// though the call failed, so that a refresh token sent with it may already be
+// spent. Only a request that never left, an OAuth rejection, and the two
+// answers that by definition come before any processing (429, 503) rule it
+// out.
+func (e *Error) MayHaveActed() bool {
+	if !e.Sent {
+		return false
+	}
+	switch e.Kind {
+	case KindRejected:
+		return false
+	case KindUnavailable:
+		return e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable
+	}
+	return true
 }
 
 // IsRejected reports whether err is an OAuth rejection with one of codes
@@ -271,8 +301,10 @@ func (c *Client) PasswordGrant(ctx context.Context, creds Credentials, attemptTi
 }
 
 // RefreshGrant trades refreshToken for a new access token and, at IRIS, a
-// new refresh token. The old refresh token must be treated as spent whatever
-// the outcome: IRIS may have consumed it even when the answer was lost.
+// new refresh token. IRIS may consume the old one even when its answer is
+// lost, so the request is retried only while IRIS cannot have acted on it;
+// after any other failure, (*Error).MayHaveActed tells the caller whether
+// the token may be spent (sending it again would then be a reuse).
 func (c *Client) RefreshGrant(ctx context.Context, creds Credentials, refreshToken string, attemptTimeout time.Duration) (*Token, error) {
 	form := url.Values{
 		"grant_type":    {string(GrantRefreshToken)},
@@ -295,7 +327,9 @@ func (c *Client) Revoke(ctx context.Context, creds Credentials, token, tokenType
 	defer cancel()
 	status, _, _, err := c.post(attemptCtx, creds, creds.RevocationURL, form)
 	if err != nil {
-		return classifyTransportError(GrantRevocation, err, attemptCtx)
+		e := classifyTransportError(GrantRevocation, err, attemptCtx)
+		e.Attempts = 1
+		return e
 	}
 	if status != http.StatusOK {
 		return &Error{Kind: KindBadResponse, Grant: GrantRevocation, Status: status, Attempts: 1, Detail: "revocation endpoint did not answer 200"}
@@ -357,6 +391,13 @@ func (c *Client) tokenRequest(ctx context.Context, creds Credentials, grant Gran
 		if !err.Retryable() || attempt >= policy.MaxAttempts || ctx.Err() != nil {
 			return nil, lastErr
 		}
+		if grant == GrantRefreshToken && err.MayHaveActed() {
+			// IRIS may have rotated the refresh token and lost the answer;
+			// sending it again would be a reuse, which an authorization
+			// server may punish by revoking the whole grant. The caller
+			// decides what to do with a token in this state.
+			return nil, lastErr
+		}
 		wait := backoffDelay(policy, attempt)
 		if err.RetryAfter > wait {
 			wait = err.RetryAfter
@@ -392,15 +433,26 @@ func (c *Client) tokenAttempt(ctx context.Context, creds Credentials, grant Gran
 		ctx, cancel = context.WithTimeout(ctx, attemptTimeout)
 		defer cancel()
 	}
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				sent.Store(true)
+			}
+		},
+	})
 	obtainedAt := c.now()
 	status, header, body, err := c.post(ctx, creds, creds.TokenURL, form)
 	if err != nil {
-		return nil, classifyTransportError(grant, err, ctx)
+		e := classifyTransportError(grant, err, ctx)
+		e.Status = status
+		e.Sent = sent.Load() || status != 0
+		return nil, e
 	}
 	if status == http.StatusOK {
 		tok, detail := parseTokenResponse(header.Get("Content-Type"), body)
 		if detail != "" {
-			return nil, &Error{Kind: KindBadResponse, Grant: grant, Status: status, Detail: detail}
+			return nil, &Error{Kind: KindBadResponse, Grant: grant, Status: status, Detail: detail, Sent: true}
 		}
 		tok.ObtainedAt = obtainedAt
 		if tok.Scope == "" {
@@ -408,7 +460,27 @@ func (c *Client) tokenAttempt(ctx context.Context, creds Credentials, grant Gran
 		}
 		return tok, nil
 	}
-	return nil, classifyErrorResponse(grant, status, header, body, c.now())
+	// A server that echoes its request (a misdirected token_url, a debugging
+	// proxy) must not get our secrets into error text through the OAuth
+	// fields, which are shown to callers.
+	secrets := []string{creds.ClientSecret, creds.Password, form.Get("refresh_token")}
+	e := classifyErrorResponse(grant, status, header, body, c.now(), secrets)
+	e.Sent = true
+	return nil, e
+}
+
+var oauthErrorCodes = map[string]bool{
+	"invalid_request": true, "invalid_client": true, "invalid_grant": true,
+	"unauthorized_client": true, "unsupported_grant_type": true, "invalid_scope": true,
+}
+
+func redact(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, "[redacted]")
+		}
+	}
+	return s
 }
 
 // post sends one form POST with the client's Basic credentials. The Basic
@@ -429,7 +501,9 @@ func (c *Client) post(ctx context.Context, creds Credentials, endpoint string, f
 
 	httpClient := c.HTTP
 	if httpClient == nil {
-		httpClient = NewHTTPClient()
+		// Shared, so that a Client built without NewClient still reuses
+		// connections instead of leaving a transport behind per request.
+		httpClient = defaultHTTPClient()
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -445,6 +519,8 @@ func (c *Client) post(ctx context.Context, creds Credentials, endpoint string, f
 	}
 	return resp.StatusCode, resp.Header, body, nil
 }
+
+var defaultHTTPClient = sync.OnceValue(NewHTTPClient)
 
 var errResponseTooLarge = errors.New("response larger than the 128 KiB bound")
 
@@ -467,15 +543,21 @@ func classifyTransportError(grant Grant, err error, ctx context.Context) *Error 
 	return &Error{Kind: KindUnreachable, Grant: grant, Err: err}
 }
 
-func classifyErrorResponse(grant Grant, status int, header http.Header, body []byte, now time.Time) *Error {
+func classifyErrorResponse(grant Grant, status int, header http.Header, body []byte, now time.Time, secrets []string) *Error {
 	e := &Error{Grant: grant, Status: status}
 	var oauthErr struct {
 		Error            string `json:"error"`
 		ErrorDescription string `json:"error_description"`
 	}
 	if json.Unmarshal(body, &oauthErr) == nil && oauthErr.Error != "" {
-		e.Code = sanitize(oauthErr.Error, 64)
-		e.Description = sanitize(oauthErr.ErrorDescription, maxDescriptionLen)
+		// Redacted before truncation, which could cut a secret in two. The
+		// RFC 6749 codes are kept as they are: callers match on them, and a
+		// secret that happens to be part of one reveals nothing.
+		e.Code = oauthErr.Error
+		if !oauthErrorCodes[e.Code] {
+			e.Code = sanitize(redact(e.Code, secrets), 64)
+		}
+		e.Description = sanitize(redact(oauthErr.ErrorDescription, secrets), maxDescriptionLen)
 	}
 	switch {
 	case status == http.StatusTooManyRequests || status >= 500:
@@ -498,15 +580,15 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(v); err == nil {
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 		if secs < 0 {
 			return 0
 		}
-		return time.Duration(secs) * time.Second
+		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		if d := t.Sub(now); d > 0 {
-			return d
+			return min(d, maxRetryAfter)
 		}
 	}
 	return 0
@@ -566,19 +648,31 @@ func parseExpiresIn(raw json.RawMessage) (time.Duration, string) {
 			return 0, "expires_in is not a number"
 		}
 		text = strings.TrimSpace(s)
+		// ParseFloat also takes "Inf", "NaN", hex and digit separators,
+		// none of which is a number on the wire.
+		if !jsonNumber.MatchString(text) {
+			return 0, "expires_in is not a number"
+		}
 	}
 	secs, err := strconv.ParseFloat(text, 64)
-	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
+	// Out of float64's range is still a number: 1e400 is absurdly large
+	// (capped below), 1e-400 is too small.
+	if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsNaN(secs) {
 		return 0, "expires_in is not a number"
 	}
-	if secs < 1 {
+	if secs <= 0 {
 		return 0, "expires_in is not positive"
+	}
+	if secs < 1 {
+		return 0, "expires_in is less than one second"
 	}
 	if secs > maxLifetime.Seconds() {
 		return maxLifetime, ""
 	}
 	return time.Duration(math.Floor(secs)) * time.Second, ""
 }
+
+var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
 
 // sanitize keeps upstream text printable and short: error descriptions end up
 // in Vault responses and logs.
