@@ -5,6 +5,7 @@ package iris
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"time"
@@ -105,6 +106,42 @@ func newBackend(opts backendOptions) *backend {
 		PeriodicFunc: b.periodicRefresh,
 	}
 	return b
+}
+
+// writeOnlyFields are validated here before Vault's framework sees them: its
+// type conversion quotes a value it cannot convert in the error, and Vault
+// logs that error (and the audit log keeps it). A password sent twice on the
+// CLI becomes a list and would be echoed back.
+var writeOnlyFields = []string{keyClientSecret, keyPassword}
+
+func malformedWriteOnlyField(req *logical.Request) string {
+	for _, key := range writeOnlyFields {
+		switch req.Data[key].(type) {
+		case nil, string, json.Number, int, int64, float64:
+		default:
+			return key
+		}
+	}
+	return ""
+}
+
+// HandleRequest refuses malformed write-only fields without quoting them,
+// then hands over to the framework.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if key := malformedWriteOnlyField(req); key != "" {
+		return logical.ErrorResponse("%s must be a single string", key), nil
+	}
+	return b.Backend.HandleRequest(ctx, req)
+}
+
+// HandleExistenceCheck runs before HandleRequest; for a malformed write-only
+// field it answers without the framework, so that HandleRequest can refuse
+// the request cleanly.
+func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
+	if malformedWriteOnlyField(req) != "" {
+		return true, false, nil
+	}
+	return b.Backend.HandleExistenceCheck(ctx, req)
 }
 
 // invalidate is called by Vault Enterprise when replicated storage changes

@@ -77,3 +77,10 @@ func upstreamHint(name string, err error) string {
 	}
 	return ""
 }
+
+// unknownAPIUser is the caller's mistake of naming an API user that is not
+// configured. A 400 rather than a 404: the Vault CLI prints a 404 as "No
+// value found" and drops the message, which here says what to do.
+func unknownAPIUser(name string) error {
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no API user %q is configured; write it to iris/config/%s first", name, name))
+}

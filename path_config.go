@@ -494,7 +494,7 @@ func checkEndpointURL(key, raw string, required bool) string {
 		return ""
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.Opaque != "" {
+	if err != nil || u.Hostname() == "" || u.Opaque != "" {
 		return fmt.Sprintf("%s %q is not an absolute URL", key, truncateForMessage(raw))
 	}
 	if u.User != nil {

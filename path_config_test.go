@@ -170,6 +170,30 @@ func TestConfigRejectsBadInput(t *testing.T) {
 	require.Empty(t, resp.Data["keys"])
 }
 
+func TestConfigMalformedSecretIsNeverEchoed(t *testing.T) {
+	env := newTestEnv(t)
+	for _, key := range []string{"client_secret", "password"} {
+		for _, value := range []interface{}{
+			[]interface{}{demoUser.Password, demoUser.ClientSecret}, // `vault write … password=A password=B`
+			map[string]interface{}{"x": demoUser.Password},
+		} {
+			data := demoConfigData(env)
+			data[key] = value
+			req := &logical.Request{Operation: logical.CreateOperation, Path: "config/demo", Data: data, Storage: env.storage}
+			_, exists, err := env.b.HandleExistenceCheck(context.Background(), req)
+			require.NoError(t, err)
+			require.False(t, exists)
+			resp, err := env.b.HandleRequest(context.Background(), req)
+			env.recordForLeakCheck(resp, err)
+			require.NoError(t, err)
+			require.True(t, resp.IsError())
+			require.Equal(t, key+" must be a single string", resp.Error().Error())
+		}
+	}
+	env.assertNoSecrets(demoUser)
+	require.Zero(t, env.iris.Stats().Requests)
+}
+
 func TestConfigURLRulesHoldOnUpdate(t *testing.T) {
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)

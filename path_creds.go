@@ -3,7 +3,6 @@ package iris
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -105,7 +104,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	if cfg == nil {
-		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("no API user %q is configured; write it to iris/config/%s first", name, name))
+		return nil, unknownAPIUser(name)
 	}
 
 	tok, err := b.client.PasswordGrant(ctx, cfg.credentials(), cfg.RequestTimeout)
@@ -219,7 +218,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	if cfg.MaxTTL > 0 {
 		resp.Secret.MaxTTL = min(resp.Secret.MaxTTL, cfg.MaxTTL)
 	}
-	b.Logger().Debug("lease renewed", "name", name, "ttl", ttl)
+	b.Logger().Debug("lease renewed", "name", name, "ttl", ttl.String())
 	return resp, nil
 }
 

@@ -338,7 +338,7 @@ func TestCredsErrors(t *testing.T) {
 		wantText   []string
 	}{
 		{"unknown API user", func(env *testEnv) { env.mustRequest(logical.DeleteOperation, "config/demo", nil) },
-			http.StatusNotFound, []string{`no API user "demo"`}},
+			http.StatusBadRequest, []string{`no API user "demo"`, "write it to iris/config/demo"}},
 		{"password changed", rotatePassword,
 			http.StatusBadGateway, []string{"invalid_grant", "The credentials provided were invalid.", "wrong username or password", `API user "demo"`}},
 		{"IRIS down", func(env *testEnv) { env.iris.SetFault(&iristest.Fault{Status: 503}) },

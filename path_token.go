@@ -18,7 +18,7 @@ const (
 	sessionStoragePrefix = "session/"
 	sessionShapeVersion  = 1
 
-	keyAgentTTL           = "ttl" // the token/ response's ttl, for Vault Agent
+	keyAgentTTL       = "ttl" // the token/ response's ttl, for Vault Agent
 	keyRotationPeriod = "rotation_period"
 
 	// outageRetryTTL is the ttl handed out with a token served during an
@@ -146,7 +146,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	if cfg == nil {
-		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("no API user %q is configured; write it to iris/config/%s first", name, name))
+		return nil, unknownAPIUser(name)
 	}
 	b.markRead(name)
 
@@ -167,6 +167,15 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	fresh, refreshErr := b.refreshSession(ctx, req.Storage, name, 0)
+	var stale *staleSessionError
+	if errors.As(refreshErr, &stale) {
+		// The config changed under the grant; one more try uses the new
+		// one, so that readers see a 409 only under constant churn.
+		if cfg, err = b.config(ctx, req.Storage, name); err != nil || cfg == nil {
+			return nil, logical.CodedError(http.StatusConflict, stale.Error())
+		}
+		fresh, refreshErr = b.refreshSession(ctx, req.Storage, name, 0)
+	}
 	if refreshErr == nil {
 		return b.sessionResponse(fresh, cfg, b.now()), nil
 	}
@@ -184,7 +193,6 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 			describeUpstreamError(name, refreshErr)))
 		return resp, nil
 	}
-	var stale *staleSessionError
 	if errors.As(refreshErr, &stale) {
 		return nil, logical.CodedError(http.StatusConflict, stale.Error())
 	}
@@ -292,7 +300,7 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, nam
 	if err := b.sessions.save(ctx, s, name, fresh); err != nil {
 		return nil, err
 	}
-	b.Logger().Debug("shared token replaced", "name", name, "expires_at", fresh.ExpiresAt)
+	b.Logger().Debug("shared token replaced", "name", name, "expires_at", fresh.ExpiresAt.UTC().Format(time.RFC3339))
 	return fresh, nil
 }
 
