@@ -8,14 +8,21 @@
 GO        ?= go
 VERSION   ?= v0.1.0
 PLUGIN    := vault-plugin-secrets-iris
-BIN_DIR   := $(CURDIR)/bin
+BIN_DIR   := bin
 LDFLAGS   := -s -w -X vault-plugin-secrets-iris.Version=$(VERSION)
 
-# Vault is built from the released module in tools/vault and cached here,
-# outside git; point VAULT_BIN at a Vault you already have to skip the build.
-VAULT_BIN ?= $(BIN_DIR)/vault
+# Vault is built from the released module in tools/vault, cached outside the
+# work tree (see scripts/build-vault.sh) and linked at bin/vault; point
+# VAULT_BIN at a Vault you already have to skip the build.
+DEFAULT_VAULT_BIN := $(CURDIR)/$(BIN_DIR)/vault
+VAULT_BIN ?= $(DEFAULT_VAULT_BIN)
+ifeq ($(VAULT_BIN),$(DEFAULT_VAULT_BIN))
+VAULT_DEP := $(BIN_DIR)/vault
+endif
 
-GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './bin/*') go.mod go.sum
+# The plugin's inputs: everything but the tools module and the e2e tests, so
+# that editing a test does not rebuild the binaries.
+GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './bin/*' -not -path './e2e/*') go.mod go.sum
 
 .PHONY: all build vault test test-unit test-e2e dev bench fmt lint clean
 
@@ -34,28 +41,27 @@ $(BIN_DIR)/iris-emulator: $(GO_SOURCES)
 $(BIN_DIR)/e2e/$(PLUGIN): $(GO_SOURCES)
 	$(GO) build -race -trimpath -ldflags "-X vault-plugin-secrets-iris.Version=$(VERSION)" -o $@ ./cmd/$(PLUGIN)
 
-vault: $(VAULT_BIN)
+vault: $(VAULT_DEP)
 
-$(BIN_DIR)/vault: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
-	@echo "building Vault from tools/vault (a cold build downloads ~1.5 GB of modules and takes ~10 minutes)"
-	cd tools/vault && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ .
+$(BIN_DIR)/vault: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go scripts/build-vault.sh
+	./scripts/build-vault.sh $@
 
 test: test-unit test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 ./...
 
-test-e2e: $(VAULT_BIN) $(BIN_DIR)/e2e/$(PLUGIN)
-	VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(BIN_DIR)/e2e/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
-		$(GO) test -race -count=1 -timeout 30m -tags e2e ./e2e/...
+test-e2e: $(VAULT_DEP) $(BIN_DIR)/e2e/$(PLUGIN)
+	VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/e2e/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
+		$(GO) test -race -count=1 -timeout 20m -tags e2e ./e2e/...
 
-dev: build $(VAULT_BIN)
-	VAULT_BIN=$(VAULT_BIN) PLUGIN_BIN=$(BIN_DIR)/$(PLUGIN) EMULATOR_BIN=$(BIN_DIR)/iris-emulator \
+dev: build $(VAULT_DEP)
+	VAULT_BIN=$(VAULT_BIN) PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) EMULATOR_BIN=$(CURDIR)/$(BIN_DIR)/iris-emulator \
 		PLUGIN_VERSION=$(VERSION) ./scripts/dev.sh
 
-bench: $(VAULT_BIN) build
+bench: $(VAULT_DEP) build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 .
-	VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(BIN_DIR)/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
+	VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
 		$(GO) test -count=1 -timeout 30m -tags e2e -run '^TestLoad$$' -v ./e2e/...
 
 fmt:
