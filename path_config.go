@@ -253,6 +253,34 @@ func nameFrom(d *framework.FieldData) (string, *logical.Response) {
 	return name, nil
 }
 
+// apiUserNameField is the schema of the paths that act for a stored API user.
+func apiUserNameField() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		keyName: {
+			Type:        framework.TypeString,
+			Description: "Name of the API user, as stored at config/<name>.",
+			Required:    true,
+		},
+	}
+}
+
+// apiUser resolves the path's name to its stored API user; a bad name is an
+// error response, an unknown one an error.
+func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (string, *apiUserConfig, *logical.Response, error) {
+	name, errResp := nameFrom(d)
+	if errResp != nil {
+		return "", nil, errResp, nil
+	}
+	cfg, err := b.config(ctx, req.Storage, name)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if cfg == nil {
+		return "", nil, nil, unknownAPIUser(name)
+	}
+	return name, cfg, nil, nil
+}
+
 func truncateForMessage(s string) string {
 	if runes := []rune(s); len(runes) > 64 {
 		return string(runes[:64]) + "…"

@@ -38,13 +38,7 @@ func pathCreds(b *backend) []*framework.Path {
 			OperationVerb:   "generate",
 			OperationSuffix: "access-token",
 		},
-		Fields: map[string]*framework.FieldSchema{
-			keyName: {
-				Type:        framework.TypeString,
-				Description: "Name of the API user, as stored at config/<name>.",
-				Required:    true,
-			},
-		},
+		Fields: apiUserNameField(),
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
 				Callback: withFieldValidation(b.pathCredsRead),
@@ -95,16 +89,9 @@ func secretAccessToken(b *backend) *framework.Secret {
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, errResp := nameFrom(d)
-	if errResp != nil {
-		return errResp, nil
-	}
-	cfg, err := b.config(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if cfg == nil {
-		return nil, unknownAPIUser(name)
+	name, cfg, errResp, err := b.apiUser(ctx, req, d)
+	if errResp != nil || err != nil {
+		return errResp, err
 	}
 
 	tok, err := b.client.PasswordGrant(ctx, cfg.credentials(), cfg.RequestTimeout)
