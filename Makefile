@@ -6,6 +6,7 @@
 # make bench  Go benchmarks and a load run against a real Vault
 
 GO        ?= go
+# Keep in step with Version in backend.go, the default of a plain go build.
 VERSION   ?= v0.1.0
 PLUGIN    := vault-plugin-secrets-iris
 BIN_DIR   := bin

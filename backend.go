@@ -17,9 +17,11 @@ import (
 )
 
 // Version is the plugin's version, reported to Vault as RunningVersion. The
-// Makefile sets it with -ldflags "-X vault-plugin-secrets-iris.Version=…";
-// Vault requires a semantic version with a leading v.
-var Version = "v0.1.0-dev"
+// Makefile sets it with -ldflags "-X vault-plugin-secrets-iris.Version=…".
+// Vault refuses to register a binary whose reported version differs from
+// the -version given, so a plain `go build` reports the same release as the
+// Makefile's default.
+var Version = "v0.1.0"
 
 // operationPrefix names every operation in Vault's OpenAPI document.
 const operationPrefix = "iris"
