@@ -60,10 +60,17 @@ dev: build $(VAULT_DEP)
 	VAULT_BIN=$(VAULT_BIN) PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) EMULATOR_BIN=$(CURDIR)/$(BIN_DIR)/iris-emulator \
 		PLUGIN_VERSION=$(VERSION) ./scripts/dev.sh
 
-bench: $(VAULT_DEP) build
+# The load run (e2e/load_test.go, skipped unless IRIS_LOAD=1) uses the plain,
+# non-race plugin, and a no-op plugin built only for it as the floor that any
+# external plugin costs.
+bench: $(VAULT_DEP) build $(BIN_DIR)/noop-plugin
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 .
-	VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
+	IRIS_LOAD=1 VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
+		NOOP_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/noop-plugin \
 		$(GO) test -count=1 -timeout 30m -tags e2e -run '^TestLoad$$' -v ./e2e/...
+
+$(BIN_DIR)/noop-plugin: $(wildcard e2e/noop-plugin/*.go) go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./e2e/noop-plugin
 
 fmt:
 	gofmt -w $$(find . -name '*.go' -not -path './bin/*')
@@ -74,4 +81,4 @@ lint:
 	$(GO) vet -tags e2e ./e2e/...
 
 clean:
-	rm -rf $(BIN_DIR)/$(PLUGIN) $(BIN_DIR)/iris-emulator $(BIN_DIR)/e2e
+	rm -rf $(BIN_DIR)/$(PLUGIN) $(BIN_DIR)/iris-emulator $(BIN_DIR)/noop-plugin $(BIN_DIR)/e2e
