@@ -173,7 +173,14 @@ func (e *Error) Error() string {
 	default:
 		b.WriteString("IRIS request failed")
 	}
-	if e.Attempts > 1 {
+	// Failures that retries could have cured say how hard we tried; a
+	// rejection or a bad answer is never retried, so a count adds nothing.
+	switch {
+	case e.Retryable() && e.Attempts == 1 && e.Grant == GrantRefreshToken && e.MayHaveActed():
+		b.WriteString(" after 1 attempt (not retried: IRIS may already have used the refresh token)")
+	case e.Retryable() && e.Attempts == 1:
+		b.WriteString(" after 1 attempt")
+	case e.Attempts > 1:
 		fmt.Fprintf(&b, " after %d attempts", e.Attempts)
 	}
 	return b.String()
