@@ -362,9 +362,19 @@ func (v *vaultServer) serverEnv() []string {
 // binary in it unversioned and so hide a broken explicit registration.
 func startDevVault(t testing.TB, rec *recorder) *vaultServer {
 	t.Helper()
+	return startDevVaultAt(t, rec, "trace", nil)
+}
+
+// startDevVaultAt is startDevVault at a given log level; beforeStart may put
+// more binaries into v.pluginDir.
+func startDevVaultAt(t testing.TB, rec *recorder, logLevel string, beforeStart func(v *vaultServer)) *vaultServer {
+	t.Helper()
 	v := newVaultServer(t, rec)
+	if beforeStart != nil {
+		beforeStart(v)
+	}
 	cfgPath := filepath.Join(v.dir, "dev.hcl")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf("plugin_directory = %q\nlog_level = \"trace\"\n", v.pluginDir)), 0o600))
+	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf("plugin_directory = %q\nlog_level = %q\n", v.pluginDir, logLevel)), 0o600))
 
 	port := freePort(t, true)
 	v.setAddr(fmt.Sprintf("http://127.0.0.1:%d", port), "root-"+randomHex(8))
@@ -373,7 +383,7 @@ func startDevVault(t testing.TB, rec *recorder) *vaultServer {
 		"-dev-root-token-id="+v.rootToken(),
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port),
 		"-config="+cfgPath,
-		"-log-level=trace",
+		"-log-level="+logLevel,
 	)
 	v.mu.Lock()
 	v.proc = proc

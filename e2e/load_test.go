@@ -316,24 +316,9 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float
 // plugin registered and mounted at noop/ and a KV v1 mount at kv1/.
 func startLoadVault(t testing.TB, rec *recorder, noopBin string) *vaultServer {
 	t.Helper()
-	v := newVaultServer(t, rec)
-	copyFile(t, noopBin, filepath.Join(v.pluginDir, "noop-plugin"), 0o755)
-	cfgPath := filepath.Join(v.dir, "dev.hcl")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf("plugin_directory = %q\n", v.pluginDir)), 0o600))
-	port := freePort(t, true)
-	v.setAddr(fmt.Sprintf("http://127.0.0.1:%d", port), "root-"+randomHex(8))
-	proc := startProcess(t, "vault dev server", v.logPath, v.serverEnv(), vaultBin,
-		"server", "-dev",
-		"-dev-root-token-id="+v.rootToken(),
-		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port),
-		"-config="+cfgPath,
-		"-log-level=info",
-	)
-	v.mu.Lock()
-	v.proc = proc
-	v.mu.Unlock()
-	v.waitHealth(t, http.StatusOK)
-	v.registerAndEnable(t)
+	v := startDevVaultAt(t, rec, "info", func(v *vaultServer) {
+		copyFile(t, noopBin, filepath.Join(v.pluginDir, "noop-plugin"), 0o755)
+	})
 	v.mustCLI(t, "plugin", "register", "-sha256="+fileSHA256(t, noopBin), "secret", "noop-plugin")
 	v.mustCLI(t, "secrets", "enable", "-path=noop", "noop-plugin")
 	v.mustCLI(t, "secrets", "enable", "-path=kv1", "-version=1", "kv")

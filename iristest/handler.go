@@ -463,10 +463,13 @@ func newToken(prefix string) string {
 	return prefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
+// tokenEndpointRequest checks what /revoke and /introspect share: POST,
+// client authentication, and a token parameter. It answers the request
+// itself when they are wrong.
+func (s *Server) tokenEndpointRequest(w http.ResponseWriter, r *http.Request) (token, clientID string, ok bool) {
 	if r.Method != http.MethodPost {
 		s.methodNotAllowed(w)
-		return
+		return "", "", false
 	}
 	body, bodyErr := readBody(w, r)
 	form, clientID, e := s.checkRequest(r, body, bodyErr)
@@ -475,9 +478,16 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	if e != nil {
 		s.fail(w, e)
+		return "", "", false
+	}
+	return form.Get("token"), clientID, true
+}
+
+func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
+	token, clientID, ok := s.tokenEndpointRequest(w, r)
+	if !ok {
 		return
 	}
-	token := form.Get("token")
 	s.mu.Lock()
 	// The hint is only an optimisation in RFC 7009, so both kinds are looked
 	// up whatever it says. Tokens of other clients are left alone silently,
@@ -495,22 +505,13 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		s.methodNotAllowed(w)
-		return
-	}
-	body, bodyErr := readBody(w, r)
-	form, clientID, e := s.checkRequest(r, body, bodyErr)
-	if e == nil && form.Get("token") == "" {
-		e = invalidRequest("The token parameter is required.")
-	}
-	if e != nil {
-		s.fail(w, e)
+	token, clientID, ok := s.tokenEndpointRequest(w, r)
+	if !ok {
 		return
 	}
 	var res introspectionResponse
 	s.mu.Lock()
-	if t := s.access[form.Get("token")]; t != nil && t.g.clientID == clientID && s.activeLocked(t) {
+	if t := s.access[token]; t != nil && t.g.clientID == clientID && s.activeLocked(t) {
 		res = introspectionResponse{
 			Active:    true,
 			Scope:     strings.Join(t.scope, " "),
