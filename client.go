@@ -2,6 +2,7 @@ package iris
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -470,7 +471,9 @@ func (c *Client) tokenAttempt(ctx context.Context, creds Credentials, grant Gran
 	// A server that echoes its request (a misdirected token_url, a debugging
 	// proxy) must not get our secrets into error text through the OAuth
 	// fields, which are shown to callers.
-	secrets := []string{creds.ClientSecret, creds.Password, form.Get("refresh_token")}
+	secrets := []string{creds.ClientSecret, creds.Password, form.Get("refresh_token"),
+		base64.StdEncoding.EncodeToString([]byte(creds.ClientID + ":" + creds.ClientSecret)),
+		url.QueryEscape(creds.ClientSecret), url.QueryEscape(creds.Password), url.QueryEscape(form.Get("refresh_token"))}
 	e := classifyErrorResponse(grant, status, header, body, c.now(), secrets)
 	e.Sent = true
 	return nil, e

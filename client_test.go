@@ -2,11 +2,13 @@ package iris
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -25,9 +27,9 @@ import (
 // error text cannot be a coincidence.
 var clientUser = iristest.User{
 	ClientID:     "0oa-client-test",
-	ClientSecret: "cs-7f3kQz9wLm",
+	ClientSecret: "cs-7f3k+Qz9%wLm",
 	Username:     "client-test-user",
-	Password:     "pw-Xr4vN8pLq2",
+	Password:     "pw-Xr4v N8@pLq2",
 }
 
 // testClientPolicy retries enough to show retries, with a budget no test
@@ -856,6 +858,8 @@ func echoServer(t *testing.T, status int, contentType, template string) string {
 			"{password}", r.PostForm.Get("password"),
 			"{refresh}", r.PostForm.Get("refresh_token"),
 			"{token}", r.PostForm.Get("token"),
+			"{basic}", strings.TrimPrefix(r.Header.Get("Authorization"), "Basic "),
+			"{escaped}", url.QueryEscape(secret)+" "+url.QueryEscape(r.PostForm.Get("password")),
 		).Replace(template)
 		w.Header().Set("Content-Type", contentType)
 		w.WriteHeader(status)
@@ -872,7 +876,7 @@ func TestClientErrorsNeverContainSecrets(t *testing.T) {
 	)
 	// What the client sent it may not show; an access token it never sent
 	// but got in a token response it may not show either.
-	everything := `{secret} {password} {refresh} {token}`
+	everything := `{secret} {password} {refresh} {token} {basic} {escaped}`
 	oauthEcho := `{"error":"invalid_request","error_description":"you sent ` + everything + `"}`
 	oddCodeEcho := `{"error":"bad_{password}_{secret}_{refresh}","error_description":"` + strings.Repeat("x", 190) + `{password}"}`
 	tokenEcho := `{"access_token":"` + accessToken + `","token_type":"MAC","refresh_token":"{refresh}","password":"{password}","x":"{secret}"}`
@@ -920,7 +924,9 @@ func TestClientErrorsNeverContainSecrets(t *testing.T) {
 			return srv.TokenURL
 		}},
 	}
-	forbidden := []string{clientUser.ClientSecret, clientUser.Password, refreshToken, accessToken}
+	forbidden := []string{clientUser.ClientSecret, clientUser.Password, refreshToken, accessToken,
+		base64.StdEncoding.EncodeToString([]byte(clientUser.ClientID + ":" + clientUser.ClientSecret)),
+		url.QueryEscape(clientUser.ClientSecret), url.QueryEscape(clientUser.Password)}
 	// A revocation answered 200 succeeds, with nothing to check.
 	checkIfFailed := func(t *testing.T, err error) {
 		t.Helper()

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -391,6 +393,15 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 
 	err = b.withSessionLock(name, func() error {
+		// The verifying grant ran unlocked: a write or delete that landed
+		// meanwhile must not be undone by storing a copy of what it replaced.
+		current, err := b.configs.loadUncached(ctx, req.Storage, name)
+		if err != nil {
+			return err
+		}
+		if (existing == nil) != (current == nil) || (existing != nil && !reflect.DeepEqual(*existing, *current)) {
+			return logical.CodedError(http.StatusConflict, fmt.Sprintf("API user %q was changed or deleted while this write ran; nothing was stored, write again", name))
+		}
 		if err := b.configs.save(ctx, req.Storage, name, cfg); err != nil {
 			return err
 		}
@@ -523,7 +534,8 @@ func checkEndpointURL(key, raw string, required bool) string {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Hostname() == "" || u.Opaque != "" {
-		return fmt.Sprintf("%s %q is not an absolute URL", key, truncateForMessage(raw))
+		// Not quoted: an unparsable URL may still hold credentials.
+		return fmt.Sprintf("%s is not an absolute URL", key)
 	}
 	if u.User != nil {
 		return fmt.Sprintf("%s must not contain credentials", key)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -287,4 +288,32 @@ func TestConfigPathsDeclareOpenAPIAndForwarding(t *testing.T) {
 			}
 		}
 	}
+}
+
+// afterRoundTrip runs fn once, after the next HTTP exchange with IRIS.
+type afterRoundTrip struct {
+	next http.RoundTripper
+	fn   func()
+	once sync.Once
+}
+
+func (a *afterRoundTrip) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := a.next.RoundTrip(r)
+	a.once.Do(a.fn)
+	return resp, err
+}
+
+func TestConfigWriteRacingDeleteNeverResurrects(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	transport := env.b.client.HTTP.Transport
+	env.b.client.HTTP = &http.Client{Transport: &afterRoundTrip{next: transport, fn: func() {
+		// A delete lands while the update's verifying grant is at IRIS.
+		env.mustRequest(logical.DeleteOperation, "config/demo", nil)
+	}}}
+	_, err := env.request(logical.UpdateOperation, "config/demo", map[string]interface{}{"ttl": "5m"})
+	require.ErrorContains(t, err, "changed or deleted while this write ran")
+	cfg, err := env.b.configs.loadUncached(context.Background(), env.storage, "demo")
+	require.NoError(t, err)
+	require.Nil(t, cfg, "delete always wins")
 }

@@ -113,6 +113,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	ttl := leaseTTL(tok, b.now())
 	if cfg.TTL > 0 {
 		ttl = min(ttl, cfg.TTL)
+	} else if mountDefault := b.System().DefaultLeaseTTL(); mountDefault > 0 {
+		ttl = min(ttl, mountDefault)
 	}
 	if cfg.MaxTTL > 0 {
 		ttl = min(ttl, cfg.MaxTTL)
@@ -175,7 +177,13 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 		return nil, fmt.Errorf("lease of API user %q has reached its max TTL; read iris/creds/%s for a new token", name, name)
 	}
 
-	tok, err := b.refreshOrLogIn(ctx, name, cfg, internalString(req.Secret, internalRefreshToken))
+	refreshToken := internalString(req.Secret, internalRefreshToken)
+	if internalString(req.Secret, internalGeneration) != cfg.Generation {
+		// The credentials, scopes or token URL changed since the lease was
+		// issued: its refresh token belongs to the old ones.
+		refreshToken = ""
+	}
+	tok, err := b.refreshOrLogIn(ctx, name, cfg, refreshToken)
 	if err != nil {
 		return nil, fmt.Errorf("renewing lease of %s", describeUpstreamError(name, err))
 	}

@@ -402,3 +402,18 @@ func rotatePassword(env *testEnv) {
 	env.iris.AddUser(rotated)
 	env.iris.RevokeAll(demoUser.Username)
 }
+
+func TestCredsRenewAfterCredentialChangeLogsInAgain(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
+	lease := issued(env.readCreds("demo"), time.Now())
+	env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{"scopes": "api"})
+	env.iris.ResetStats()
+
+	renewed, err := env.renew(lease, 0)
+	require.NoError(t, err)
+	require.Equal(t, "api", renewed.Data["scope"])
+	stats := env.iris.Stats()
+	require.Equal(t, 1, stats.PasswordGrants, "the old refresh token belongs to the old config")
+	require.Zero(t, stats.RefreshGrants)
+}

@@ -158,7 +158,10 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	if errors.As(refreshErr, &stale) {
 		// The config changed under the grant; one more try uses the new
 		// one, so that readers see a 409 only under constant churn.
-		if cfg, err = b.config(ctx, req.Storage, name); err != nil || cfg == nil {
+		if cfg, err = b.config(ctx, req.Storage, name); err != nil {
+			return nil, err
+		}
+		if cfg == nil {
 			return nil, logical.CodedError(http.StatusConflict, stale.Error())
 		}
 		fresh, refreshErr = b.refreshSession(ctx, req.Storage, name, 0)
