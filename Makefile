@@ -6,8 +6,9 @@
 # make bench  Go benchmarks and a load run against a real Vault
 
 GO        ?= go
-# Keep in step with Version in backend.go, the default of a plain go build.
-VERSION   ?= v0.1.0
+# The VERSION file is the one place the version lives; a plain go build
+# embeds it too (version.go).
+VERSION   ?= $(shell cat VERSION)
 PLUGIN    := vault-plugin-secrets-iris
 BIN_DIR   := bin
 LDFLAGS   := -s -w -X vault-plugin-secrets-iris.Version=$(VERSION)
@@ -23,7 +24,7 @@ endif
 
 # The plugin's inputs: everything but the tools module and the e2e tests, so
 # that editing a test does not rebuild the binaries.
-GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './bin/*' -not -path './e2e/*') go.mod go.sum
+GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './bin/*' -not -path './e2e/*') go.mod go.sum VERSION
 
 .PHONY: all build vault test test-unit test-e2e dev bench fmt lint clean
 

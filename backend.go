@@ -14,17 +14,9 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
+
+	"vault-plugin-secrets-iris/irisauth"
 )
-
-// Version is the plugin's version, reported to Vault as RunningVersion. The
-// Makefile sets it with -ldflags "-X vault-plugin-secrets-iris.Version=…".
-// Vault refuses to register a binary whose reported version differs from
-// the -version given, so a plain `go build` reports the same release as the
-// Makefile's default.
-var Version = "v0.1.0"
-
-// operationPrefix names every operation in Vault's OpenAPI document.
-const operationPrefix = "iris"
 
 // backend is one mount of the engine. Vault runs every mount of the plugin in
 // one process (plugin multiplexing), so all state lives here, never in
@@ -32,7 +24,7 @@ const operationPrefix = "iris"
 type backend struct {
 	*framework.Backend
 
-	client *Client
+	client *irisauth.Client
 	now    func() time.Time
 
 	configs  *entryCache[apiUserConfig]
@@ -54,7 +46,7 @@ type backend struct {
 
 // backendOptions are the seams tests use; Factory uses the defaults.
 type backendOptions struct {
-	client *Client
+	client *irisauth.Client
 	now    func() time.Time
 }
 
@@ -81,7 +73,7 @@ func newBackend(opts backendOptions) *backend {
 		b.now = time.Now
 	}
 	if b.client == nil {
-		b.client = NewClient(nil)
+		b.client = newIRISClient(nil)
 	}
 	if b.client.Now == nil {
 		b.client.Now = b.now

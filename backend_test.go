@@ -2,222 +2,15 @@ package iris
 
 import (
 	"context"
-	"encoding/json"
-	"strings"
-	"sync"
+	"fmt"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
 
 	"vault-plugin-secrets-iris/iristest"
 )
-
-// The demo user's secrets are distinctive so that the leak checks can search
-// every response for them; the client secret has '+' and '%' to pin the raw
-// Basic header.
-var demoUser = iristest.User{
-	ClientID:     "0oa-demo-client",
-	ClientSecret: "s3cret+client%2Fsecret",
-	Username:     "demo-api-user",
-	Password:     "pa55word-never-shown",
-}
-
-// testClock is the injected clock: tests advance it instead of sleeping.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock {
-	// Vault's own TTL arithmetic (framework.CalculateTTL) reads the real
-	// clock, so the fake one starts there.
-	return &testClock{now: time.Now().Truncate(time.Second)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// testEnv is a backend wired to an emulator, sharing one fake clock.
-type testEnv struct {
-	t       *testing.T
-	b       *backend
-	storage logical.Storage
-	iris    *iristest.Server
-	clock   *testClock
-	sysView *logical.StaticSystemView
-	sleeps  []time.Duration
-	sleepMu sync.Mutex
-	// logs gets log lines and errors, shown what callers were shown.
-	logs         *syncBuffer
-	shown        *syncBuffer
-	leakMu       sync.Mutex
-	accessTokens []string
-}
-
-func newTestEnv(t *testing.T, users ...iristest.User) *testEnv {
-	t.Helper()
-	if len(users) == 0 {
-		users = []iristest.User{demoUser}
-	}
-	env := &testEnv{t: t, clock: newTestClock(), logs: &syncBuffer{}, shown: &syncBuffer{}}
-	env.iris = iristest.NewServer(users...)
-	env.iris.SetClock(env.clock.Now)
-	t.Cleanup(env.iris.Close)
-	env.b, env.storage, env.sysView = env.newBackend()
-	return env
-}
-
-// newBackend builds another backend (another mount) on the same emulator
-// and clock, with its own storage.
-func (env *testEnv) newBackend() (*backend, logical.Storage, *logical.StaticSystemView) {
-	env.t.Helper()
-	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: env.logs})
-	client := NewClient(logger)
-	client.Retry = RetryPolicy{MaxAttempts: 3, BaseDelay: time.Second, MaxDelay: 4 * time.Second, Budget: 30 * time.Second}
-	client.Sleep = func(ctx context.Context, d time.Duration) error {
-		env.sleepMu.Lock()
-		env.sleeps = append(env.sleeps, d)
-		env.sleepMu.Unlock()
-		return ctx.Err()
-	}
-	b := newBackend(backendOptions{client: client, now: env.clock.Now})
-	conf := logical.TestBackendConfig()
-	conf.Logger = logger
-	sysView := &logical.StaticSystemView{
-		DefaultLeaseTTLVal: 24 * time.Hour,
-		MaxLeaseTTLVal:     32 * 24 * time.Hour,
-	}
-	conf.System = sysView
-	storage := &logical.InmemStorage{}
-	conf.StorageView = storage
-	require.NoError(env.t, b.Setup(context.Background(), conf))
-	return b, storage, sysView
-}
-
-// request runs one request through the framework, as Vault would.
-func (env *testEnv) request(op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
-	return env.requestOn(env.b, env.storage, op, path, data)
-}
-
-func (env *testEnv) requestOn(b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
-	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s}
-	resp, err := b.HandleRequest(context.Background(), req)
-	env.recordForLeakCheck(resp, err)
-	return resp, err
-}
-
-// mustRequest fails the test unless the request succeeded.
-func (env *testEnv) mustRequest(op logical.Operation, path string, data map[string]interface{}) *logical.Response {
-	env.t.Helper()
-	resp, err := env.request(op, path, data)
-	require.NoError(env.t, err)
-	if resp != nil {
-		require.False(env.t, resp.IsError(), "unexpected error response: %v", resp.Error())
-	}
-	return resp
-}
-
-// writeConfig creates config/<name> for user against the emulator.
-func (env *testEnv) writeConfig(name string, user iristest.User, extra map[string]interface{}) {
-	env.t.Helper()
-	data := map[string]interface{}{
-		"client_id":     user.ClientID,
-		"client_secret": user.ClientSecret,
-		"username":      user.Username,
-		"password":      user.Password,
-		"token_url":     env.iris.TokenURL,
-	}
-	for k, v := range extra {
-		data[k] = v
-	}
-	env.mustRequest(logical.CreateOperation, "config/"+name, data)
-}
-
-// recordForLeakCheck remembers every response and error so that
-// assertNoSecrets covers all of them.
-func (env *testEnv) recordForLeakCheck(resp *logical.Response, err error) {
-	if err != nil {
-		// Errors go with the log lines: not even an access token may
-		// appear in them.
-		env.logs.WriteString("\n[error] " + err.Error())
-	}
-	if resp == nil {
-		return
-	}
-	if token, ok := resp.Data["access_token"].(string); ok {
-		env.leakMu.Lock()
-		env.accessTokens = append(env.accessTokens, token)
-		env.leakMu.Unlock()
-	}
-	// What Vault shows a caller; the lease's internal data stays in Vault.
-	j, _ := json.Marshal(map[string]interface{}{"data": resp.Data, "warnings": resp.Warnings})
-	env.shown.WriteString("\n" + string(j))
-}
-
-// assertNoSecrets checks every log line, error and response so far: none
-// may hold the user's password or client secret, or a refresh token the
-// emulator issued; log lines and errors may not hold access tokens either
-// (responses of creds/ and token/ return them on purpose).
-func (env *testEnv) assertNoSecrets(user iristest.User) {
-	env.t.Helper()
-	logs, shown := env.logs.String(), env.shown.String()
-	forbidden := []string{user.Password, user.ClientSecret}
-	for _, r := range env.iris.Requests() {
-		if r.RefreshToken != "" {
-			forbidden = append(forbidden, r.RefreshToken)
-		}
-	}
-	for _, secret := range forbidden {
-		require.NotContains(env.t, logs, secret)
-		require.NotContains(env.t, shown, secret)
-	}
-	env.leakMu.Lock()
-	defer env.leakMu.Unlock()
-	for _, token := range env.accessTokens {
-		require.NotContains(env.t, logs, token)
-	}
-}
-
-func (env *testEnv) sleepsSoFar() []time.Duration {
-	env.sleepMu.Lock()
-	defer env.sleepMu.Unlock()
-	return append([]time.Duration(nil), env.sleeps...)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) WriteString(p string) {
-	s.mu.Lock()
-	s.b.WriteString(p)
-	s.mu.Unlock()
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestFactoryReportsVersionAndPaths(t *testing.T) {
 	conf := logical.TestBackendConfig()
@@ -273,4 +66,32 @@ func TestInvalidateDropsCachedConfigAndSession(t *testing.T) {
 	sess, err = env.b.sessions.load(ctx, env.storage, "demo")
 	require.NoError(t, err)
 	require.Nil(t, sess)
+}
+
+// The backend's view of the same: whatever the failure, what callers and
+// logs see has none of the user's secrets.
+func TestBackendErrorsNeverContainSecrets(t *testing.T) {
+	faults := []iristest.Fault{
+		{Status: 400, ContentType: "application/json", Body: `{"error":"invalid_grant","error_description":"` + demoUser.Password + `"}`},
+		{Status: 500, ContentType: "text/html", Body: demoUser.Password + demoUser.ClientSecret},
+		{Status: 200, ContentType: "application/json", Body: `{"access_token":"x","token_type":"` + demoUser.ClientSecret + `"}`},
+		{Status: 429, RetryAfter: "1"},
+	}
+	for i, f := range faults {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			env := newTestEnv(t)
+			env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
+			lease := issued(env.readCreds("demo"), time.Now())
+			// Too close to expiry for token/ to serve the old token.
+			env.clock.Advance(3500 * time.Second)
+			env.iris.SetFault(&f)
+			for _, path := range []string{"creds/demo", "token/demo"} {
+				_, err := env.request(logical.ReadOperation, path, nil)
+				require.Error(t, err)
+			}
+			_, err := env.renew(lease, 0)
+			require.Error(t, err)
+			env.assertNoSecrets(demoUser)
+		})
+	}
 }

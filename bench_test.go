@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"vault-plugin-secrets-iris/irisauth"
 	"vault-plugin-secrets-iris/iristest"
 )
 
@@ -29,7 +30,7 @@ func newBenchEnv(b *testing.B, extra map[string]interface{}) *benchEnv {
 	b.Helper()
 	emu := iristest.NewServer(demoUser)
 	b.Cleanup(emu.Close)
-	env := &benchEnv{b: newBackend(backendOptions{client: NewClient(hclog.NewNullLogger())})}
+	env := &benchEnv{b: newBackend(backendOptions{client: newIRISClient(hclog.NewNullLogger())})}
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.NewNullLogger()
 	conf.StorageView = &logical.InmemStorage{}
@@ -67,7 +68,7 @@ func benchRead(b *testing.B, env *benchEnv, path string) *logical.Response {
 func BenchmarkDirectTokenPost(b *testing.B) {
 	emu := iristest.NewServer(demoUser)
 	defer emu.Close()
-	client := NewHTTPClient()
+	client := irisauth.NewHTTPClient()
 	body := url.Values{"grant_type": {"password"}, "username": {demoUser.Username},
 		"password": {demoUser.Password}, "scope": {"api offline_access"}}.Encode()
 	b.ReportAllocs()

@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-secrets-iris/irisauth"
 )
 
 // Every IRIS failure reaches a Vault caller through this file, so that each
@@ -21,14 +23,14 @@ func upstreamResponseError(name string, err error) error {
 // answered but refused or answered garbage, 503 when it could not be reached
 // or is unavailable (retry later), 504 when it did not answer in time.
 func upstreamStatus(err error) int {
-	var irisErr *Error
+	var irisErr *irisauth.Error
 	if !errors.As(err, &irisErr) {
 		return http.StatusInternalServerError
 	}
 	switch irisErr.Kind {
-	case KindTimeout:
+	case irisauth.KindTimeout:
 		return http.StatusGatewayTimeout
-	case KindUnreachable, KindUnavailable:
+	case irisauth.KindUnreachable, irisauth.KindUnavailable:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusBadGateway
@@ -46,15 +48,15 @@ func describeUpstreamError(name string, err error) string {
 }
 
 func upstreamHint(name string, err error) string {
-	var irisErr *Error
+	var irisErr *irisauth.Error
 	if !errors.As(err, &irisErr) {
 		return ""
 	}
 	switch irisErr.Kind {
-	case KindRejected:
+	case irisauth.KindRejected:
 		switch irisErr.Code {
 		case "invalid_grant":
-			if irisErr.Grant == GrantRefreshToken {
+			if irisErr.Grant == irisauth.GrantRefreshToken {
 				return "the refresh token was refused"
 			}
 			return fmt.Sprintf("wrong username or password, or the API user was deleted or its password changed in Trackunit Manager; update them at iris/config/%s", name)
@@ -66,21 +68,14 @@ func upstreamHint(name string, err error) string {
 			return "this IRIS client is not allowed to use this grant"
 		}
 		return ""
-	case KindTimeout:
+	case irisauth.KindTimeout:
 		return "IRIS did not answer within request_timeout; check token_url and the network, or raise request_timeout"
-	case KindUnreachable:
+	case irisauth.KindUnreachable:
 		return "check token_url and the network path from Vault to IRIS"
-	case KindUnavailable:
+	case irisauth.KindUnavailable:
 		return "try again later"
-	case KindBadResponse:
+	case irisauth.KindBadResponse:
 		return "check token_url"
 	}
 	return ""
-}
-
-// unknownAPIUser is the caller's mistake of naming an API user that is not
-// configured. A 400 rather than a 404: the Vault CLI prints a 404 as "No
-// value found" and drops the message, which here says what to do.
-func unknownAPIUser(name string) error {
-	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no API user %q is configured; write it to iris/config/%s first", name, name))
 }

@@ -2,28 +2,17 @@ package iris
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net"
-	"net/http"
-	"net/url"
-	"reflect"
-	"regexp"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-secrets-iris/irisauth"
 )
 
 const (
-	configStoragePrefix = "config/"
-	configShapeVersion  = 1
-
-	keyName            = "name"
 	keyClientID        = "client_id"
 	keyClientSecret    = "client_secret"
 	keyUsername        = "username"
@@ -37,63 +26,7 @@ const (
 	keyRenewableLeases = "renewable_leases"
 	keyVerify          = "verify"
 	keyRefreshFloor    = "refresh_floor"
-
-	defaultRequestTimeout = 10 * time.Second
-	minRequestTimeout     = time.Second
-	maxRequestTimeout     = 30 * time.Second
-	maxNameLength         = 128
 )
-
-var defaultScopes = []string{"api", "offline_access"}
-
-// nameRegex is Vault's usual name shape (framework.GenericNameRegex). Paths
-// accept any name and check it here, so that a bad name is a clear 400
-// instead of Vault's "unsupported path" 404.
-var nameRegex = regexp.MustCompile(`^\w(([\w.-]+)?\w)?$`)
-
-// nameCapture takes any non-empty rest of the path as the name; nameFrom
-// then checks it.
-const nameCapture = `(?P<` + keyName + `>.+)`
-
-// apiUserConfig is one stored IRIS API user.
-type apiUserConfig struct {
-	// ShapeVersion lets a later release upgrade stored entries.
-	ShapeVersion    int           `json:"shape_version"`
-	ClientID        string        `json:"client_id"`
-	ClientSecret    string        `json:"client_secret"`
-	Username        string        `json:"username"`
-	Password        string        `json:"password"`
-	Scopes          []string      `json:"scopes"`
-	TokenURL        string        `json:"token_url"`
-	RevocationURL   string        `json:"revocation_url,omitempty"`
-	TTL             time.Duration `json:"ttl"`
-	MaxTTL          time.Duration `json:"max_ttl"`
-	RequestTimeout  time.Duration `json:"request_timeout"`
-	RenewableLeases bool          `json:"renewable_leases"`
-	RefreshFloor    time.Duration `json:"refresh_floor"`
-	// Generation changes whenever a field that decides which tokens IRIS
-	// issues changes, so that state derived from an older config (a shared
-	// token session, say) can tell it is stale.
-	Generation string `json:"generation"`
-}
-
-func (c *apiUserConfig) credentials() Credentials {
-	return Credentials{
-		TokenURL:      c.TokenURL,
-		RevocationURL: c.RevocationURL,
-		ClientID:      c.ClientID,
-		ClientSecret:  c.ClientSecret,
-		Username:      c.Username,
-		Password:      c.Password,
-		Scopes:        c.Scopes,
-	}
-}
-
-// tokenIdentity is what decides which tokens IRIS issues for this config.
-func (c *apiUserConfig) tokenIdentity() string {
-	return strings.Join([]string{c.ClientID, c.ClientSecret, c.Username, c.Password,
-		strings.Join(c.Scopes, " "), c.TokenURL}, "\x00")
-}
 
 func pathConfig(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -228,68 +161,6 @@ IRIS and stores nothing if IRIS refuses the credentials.
 client_secret and password are write-only.
 `
 
-// withFieldValidation rejects fields the path does not know, so that a typo
-// ("client-secret") is an error instead of a silently ignored setting.
-func withFieldValidation(next framework.OperationFunc) framework.OperationFunc {
-	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-		var unknown []string
-		for k := range req.Data {
-			if _, ok := d.Schema[k]; !ok {
-				unknown = append(unknown, k)
-			}
-		}
-		if len(unknown) > 0 {
-			sort.Strings(unknown)
-			return logical.ErrorResponse("unknown field(s): %s", strings.Join(unknown, ", ")), nil
-		}
-		return next(ctx, req, d)
-	}
-}
-
-// nameFrom returns the path's name, or a 400 response for a bad one.
-func nameFrom(d *framework.FieldData) (string, *logical.Response) {
-	name := d.Get(keyName).(string)
-	if len(name) > maxNameLength || !nameRegex.MatchString(name) {
-		return "", logical.ErrorResponse("invalid name %q: use letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_', at most %d characters", truncateForMessage(name), maxNameLength)
-	}
-	return name, nil
-}
-
-// apiUserNameField is the schema of the paths that act for a stored API user.
-func apiUserNameField() map[string]*framework.FieldSchema {
-	return map[string]*framework.FieldSchema{
-		keyName: {
-			Type:        framework.TypeString,
-			Description: "Name of the API user, as stored at config/<name>.",
-			Required:    true,
-		},
-	}
-}
-
-// apiUser resolves the path's name to its stored API user; a bad name is an
-// error response, an unknown one an error.
-func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (string, *apiUserConfig, *logical.Response, error) {
-	name, errResp := nameFrom(d)
-	if errResp != nil {
-		return "", nil, errResp, nil
-	}
-	cfg, err := b.config(ctx, req.Storage, name)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	if cfg == nil {
-		return "", nil, nil, unknownAPIUser(name)
-	}
-	return name, cfg, nil, nil
-}
-
-func truncateForMessage(s string) string {
-	if runes := []rune(s); len(runes) > 64 {
-		return string(runes[:64]) + "…"
-	}
-	return s
-}
-
 func (b *backend) configExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
 	name, errResp := nameFrom(d)
 	if errResp != nil {
@@ -336,15 +207,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	if errResp != nil {
 		return errResp, nil
 	}
-	// Under the session lock, so that a grant in flight cannot write a
-	// session back after the delete: delete always wins.
-	err := b.withSessionLock(name, func() error {
-		if err := b.configs.delete(ctx, req.Storage, name); err != nil {
-			return err
-		}
-		return b.sessions.delete(ctx, req.Storage, name)
-	})
-	if err != nil {
+	if err := b.deleteAPIUser(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
 	b.Logger().Info("API user deleted", "name", name)
@@ -366,12 +229,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("API user %q does not exist; create it with all required fields", name), nil
 	}
 
-	cfg := &apiUserConfig{
-		ShapeVersion:   configShapeVersion,
-		Scopes:         defaultScopes,
-		TokenURL:       DefaultTokenURL,
-		RequestTimeout: defaultRequestTimeout,
-	}
+	cfg := newAPIUserConfig()
 	if existing != nil {
 		copied := *existing
 		cfg = &copied
@@ -384,40 +242,15 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		cfg.Generation = newGeneration()
 	}
 
-	var verified *Token
+	var verified *irisauth.Token
 	if d.Get(keyVerify).(bool) {
-		verified, err = b.client.PasswordGrant(ctx, cfg.credentials(), cfg.RequestTimeout)
+		verified, err = b.logIn(ctx, cfg)
 		if err != nil {
 			return verifyFailure(name, err)
 		}
 	}
 
-	err = b.withSessionLock(name, func() error {
-		// The verifying grant ran unlocked: a write or delete that landed
-		// meanwhile must not be undone by storing a copy of what it replaced.
-		current, err := b.configs.loadUncached(ctx, req.Storage, name)
-		if err != nil {
-			return err
-		}
-		if (existing == nil) != (current == nil) || (existing != nil && !reflect.DeepEqual(*existing, *current)) {
-			return logical.CodedError(http.StatusConflict, fmt.Sprintf("API user %q was changed or deleted while this write ran; nothing was stored, write again", name))
-		}
-		if err := b.configs.save(ctx, req.Storage, name, cfg); err != nil {
-			return err
-		}
-		if verified != nil {
-			// The verifying grant's token becomes the shared token/ session,
-			// so that it is not wasted and its refresh token is not left
-			// alive at IRIS with nobody holding it.
-			return b.sessions.save(ctx, req.Storage, name, newSession(verified, cfg.Generation))
-		}
-		if existing != nil && existing.Generation != cfg.Generation {
-			// The shared token was obtained with the old credentials.
-			return b.sessions.delete(ctx, req.Storage, name)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := b.storeAPIUser(ctx, req.Storage, name, existing, cfg, verified); err != nil {
 		return nil, err
 	}
 	b.Logger().Info("API user stored", "name", name, "created", existing == nil)
@@ -429,24 +262,16 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 // defaults cfg already holds; on update they keep the stored values.
 func applyConfigFields(cfg *apiUserConfig, d *framework.FieldData, creating bool) []string {
 	var problems []string
-	for _, f := range []struct {
-		key string
-		dst *string
-	}{
-		{keyClientID, &cfg.ClientID},
-		{keyClientSecret, &cfg.ClientSecret},
-		{keyUsername, &cfg.Username},
-		{keyPassword, &cfg.Password},
+	for key, dst := range map[string]*string{
+		keyClientID:      &cfg.ClientID,
+		keyClientSecret:  &cfg.ClientSecret,
+		keyUsername:      &cfg.Username,
+		keyPassword:      &cfg.Password,
+		keyTokenURL:      &cfg.TokenURL,
+		keyRevocationURL: &cfg.RevocationURL,
 	} {
-		if v, ok := d.GetOk(f.key); ok {
-			*f.dst = strings.TrimSpace(v.(string))
-		}
-		if *f.dst == "" {
-			if creating {
-				problems = append(problems, f.key+" is required")
-			} else {
-				problems = append(problems, f.key+" must not be empty")
-			}
+		if v, ok := d.GetOk(key); ok {
+			*dst = strings.TrimSpace(v.(string))
 		}
 	}
 	if v, ok := d.GetOk(keyScopes); ok {
@@ -456,132 +281,20 @@ func applyConfigFields(cfg *apiUserConfig, d *framework.FieldData, creating bool
 		}
 		cfg.Scopes = scopes
 	}
-	if v, ok := d.GetOk(keyTokenURL); ok {
-		cfg.TokenURL = strings.TrimSpace(v.(string))
-	}
-	if problem := checkEndpointURL(keyTokenURL, cfg.TokenURL, true); problem != "" {
-		problems = append(problems, problem)
-	}
-	if v, ok := d.GetOk(keyRevocationURL); ok {
-		cfg.RevocationURL = strings.TrimSpace(v.(string))
-	}
-	if problem := checkEndpointURL(keyRevocationURL, cfg.RevocationURL, false); problem != "" {
-		problems = append(problems, problem)
-	}
-	if v, ok := d.GetOk(keyTTL); ok {
-		cfg.TTL = time.Duration(v.(int)) * time.Second
-	}
-	if v, ok := d.GetOk(keyMaxTTL); ok {
-		cfg.MaxTTL = time.Duration(v.(int)) * time.Second
-	}
-	if cfg.TTL < 0 || cfg.MaxTTL < 0 {
-		problems = append(problems, "ttl and max_ttl must not be negative")
-	} else if cfg.MaxTTL > 0 && cfg.TTL > cfg.MaxTTL {
-		problems = append(problems, "ttl must not exceed max_ttl")
-	}
-	if v, ok := d.GetOk(keyRequestTimeout); ok {
-		cfg.RequestTimeout = time.Duration(v.(int)) * time.Second
-	}
-	if cfg.RequestTimeout < minRequestTimeout || cfg.RequestTimeout > maxRequestTimeout {
-		problems = append(problems, fmt.Sprintf("request_timeout must be between %s and %s", minRequestTimeout, maxRequestTimeout))
+	for key, dst := range map[string]*time.Duration{
+		keyTTL:            &cfg.TTL,
+		keyMaxTTL:         &cfg.MaxTTL,
+		keyRequestTimeout: &cfg.RequestTimeout,
+		keyRefreshFloor:   &cfg.RefreshFloor,
+	} {
+		if v, ok := d.GetOk(key); ok {
+			*dst = time.Duration(v.(int)) * time.Second
+		}
 	}
 	if v, ok := d.GetOk(keyRenewableLeases); ok {
 		cfg.RenewableLeases = v.(bool)
 	}
-	if v, ok := d.GetOk(keyRefreshFloor); ok {
-		cfg.RefreshFloor = time.Duration(v.(int)) * time.Second
-	}
-	if cfg.RefreshFloor < 0 {
-		problems = append(problems, "refresh_floor must not be negative")
-	}
-	return problems
-}
-
-// normalizeScopes accepts comma- and space-separated scopes alike, since the
-// OAuth wire format is space-separated and Vault's lists are comma-separated.
-func normalizeScopes(in []string) ([]string, string) {
-	var scopes []string
-	for _, item := range in {
-		for _, s := range strings.Fields(item) {
-			if !slices.Contains(scopes, s) {
-				scopes = append(scopes, s)
-			}
-		}
-	}
-	if len(scopes) == 0 {
-		return nil, "scopes must name at least one scope"
-	}
-	for _, s := range scopes {
-		for _, r := range s {
-			// RFC 6749 §3.3 scope-token characters.
-			if r < 0x21 || r == 0x22 || r == 0x5c || r > 0x7e {
-				return nil, fmt.Sprintf("scope %q has a character OAuth does not allow", truncateForMessage(s))
-			}
-		}
-	}
-	return scopes, ""
-}
-
-// checkEndpointURL enforces where credentials may be sent: https anywhere,
-// plain http only to this machine, and never with credentials in the URL
-// (config reads return it).
-func checkEndpointURL(key, raw string, required bool) string {
-	if raw == "" {
-		if required {
-			return key + " is required"
-		}
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Hostname() == "" || u.Opaque != "" {
-		// Not quoted: an unparsable URL may still hold credentials.
-		return fmt.Sprintf("%s is not an absolute URL", key)
-	}
-	if u.User != nil {
-		return fmt.Sprintf("%s must not contain credentials", key)
-	}
-	if u.Fragment != "" || u.RawQuery != "" {
-		return fmt.Sprintf("%s must not have a query or fragment", key)
-	}
-	switch u.Scheme {
-	case "https":
-		return ""
-	case "http":
-		if isLoopbackHost(u.Hostname()) {
-			return ""
-		}
-		return fmt.Sprintf("%s must use https:// (http:// is allowed only for loopback hosts such as 127.0.0.1)", key)
-	default:
-		return fmt.Sprintf("%s must use https://", key)
-	}
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-func newGeneration() string {
-	var buf [12]byte
-	if _, err := rand.Read(buf[:]); err != nil {
-		// crypto/rand does not fail on supported platforms.
-		panic("crypto/rand failed")
-	}
-	return hex.EncodeToString(buf[:])
-}
-
-// revocationTimeout keeps best-effort calls short: they run inside revoke
-// and write requests that should not wait on a slow IRIS.
-func revocationTimeout(cfg *apiUserConfig) time.Duration {
-	return min(cfg.RequestTimeout, 3*time.Second)
-}
-
-// config returns the stored API user, or nil when there is none.
-func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*apiUserConfig, error) {
-	return b.configs.load(ctx, s, name)
+	return append(problems, cfg.validate(creating)...)
 }
 
 // verifyFailure answers a write whose verifying grant failed. IRIS refusing
@@ -589,7 +302,7 @@ func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*
 // Vault shows without wrapping. IRIS being down is not (5xx).
 func verifyFailure(name string, err error) (*logical.Response, error) {
 	msg := fmt.Sprintf("credentials not stored: %s (verify=false stores them without checking)", describeUpstreamError(name, err))
-	if IsRejected(err) {
+	if irisauth.IsRejected(err) {
 		return logical.ErrorResponse(msg), nil
 	}
 	return nil, logical.CodedError(upstreamStatus(err), msg)

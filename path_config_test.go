@@ -15,16 +15,6 @@ import (
 	"vault-plugin-secrets-iris/iristest"
 )
 
-func demoConfigData(env *testEnv) map[string]interface{} {
-	return map[string]interface{}{
-		"client_id":     demoUser.ClientID,
-		"client_secret": demoUser.ClientSecret,
-		"username":      demoUser.Username,
-		"password":      demoUser.Password,
-		"token_url":     env.iris.TokenURL,
-	}
-}
-
 func TestConfigLifecycle(t *testing.T) {
 	env := newTestEnv(t)
 	data := demoConfigData(env)

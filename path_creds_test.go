@@ -15,44 +15,6 @@ import (
 	"vault-plugin-secrets-iris/iristest"
 )
 
-// readCreds reads creds/<name> and returns the response.
-func (env *testEnv) readCreds(name string) *logical.Response {
-	env.t.Helper()
-	resp := env.mustRequest(logical.ReadOperation, "creds/"+name, nil)
-	require.NotNil(env.t, resp)
-	require.NotNil(env.t, resp.Secret)
-	return resp
-}
-
-// renew renews the lease of resp as Vault's expiration manager would, and
-// returns what Vault would store (the handler's response).
-func (env *testEnv) renew(lease *logical.Secret, increment time.Duration) (*logical.Response, error) {
-	secret := *lease
-	secret.Increment = increment
-	req := &logical.Request{Operation: logical.RenewOperation, Path: "creds/x", Secret: &secret, Storage: env.storage}
-	resp, err := env.b.HandleRequest(context.Background(), req)
-	env.recordForLeakCheck(resp, err)
-	return resp, err
-}
-
-func (env *testEnv) revoke(lease *logical.Secret) error {
-	req := &logical.Request{Operation: logical.RevokeOperation, Path: "creds/x", Secret: lease, Storage: env.storage}
-	resp, err := env.b.HandleRequest(context.Background(), req)
-	env.recordForLeakCheck(resp, err)
-	if err == nil && resp != nil && resp.IsError() {
-		return resp.Error()
-	}
-	return err
-}
-
-// issued stamps the lease as Vault does when it stores it.
-func issued(resp *logical.Response, at time.Time) *logical.Secret {
-	s := *resp.Secret
-	s.IssueTime = at
-	s.LeaseID = "iris/creds/demo/abc"
-	return &s
-}
-
 func TestCredsReadReturnsLeasedToken(t *testing.T) {
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
@@ -87,14 +49,6 @@ func TestCredsReadReturnsLeasedToken(t *testing.T) {
 	env.assertNoSecrets(demoUser)
 }
 
-func keys(m map[string]interface{}) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
 func TestCredsBasicHeaderUsesRawSecret(t *testing.T) {
 	// The emulator accepts only base64 of the raw pair, as Trackunit
 	// documents it; a form-escaped secret ("s3cret%2Bclient%252Fsecret")
@@ -108,8 +62,8 @@ func TestCredsBasicHeaderUsesRawSecret(t *testing.T) {
 
 	var seen string
 	srv := newHeaderRecorder(t, &seen)
-	cfg := &apiUserConfig{ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, TokenURL: srv, Username: "u", Password: "p"}
-	_, _ = env.b.client.PasswordGrant(context.Background(), cfg.credentials(), time.Second)
+	cfg := &apiUserConfig{ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, TokenURL: srv, Username: "u", Password: "p", RequestTimeout: time.Second}
+	_, _ = env.b.logIn(context.Background(), cfg)
 	require.Equal(t, "Basic "+base64.StdEncoding.EncodeToString([]byte(demoUser.ClientID+":"+demoUser.ClientSecret)), seen)
 }
 
@@ -394,15 +348,6 @@ func newHeaderRecorder(t *testing.T, seen *string) string {
 	return srv.URL
 }
 
-// rotatePassword does what an admin does in Trackunit Manager: a new
-// password, and every session of the old one ended.
-func rotatePassword(env *testEnv) {
-	rotated := demoUser
-	rotated.Password = "rotated-by-admin"
-	env.iris.AddUser(rotated)
-	env.iris.RevokeAll(demoUser.Username)
-}
-
 func TestCredsRenewAfterCredentialChangeLogsInAgain(t *testing.T) {
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
@@ -416,4 +361,32 @@ func TestCredsRenewAfterCredentialChangeLogsInAgain(t *testing.T) {
 	stats := env.iris.Stats()
 	require.Equal(t, 1, stats.PasswordGrants, "the old refresh token belongs to the old config")
 	require.Zero(t, stats.RefreshGrants)
+}
+
+// The same for a renewable creds/ lease: the renewal fails (Vault keeps the
+// lease as it was), and the next renewal falls back to the password grant.
+func TestLostRefreshKeepsRenewableLease(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
+	resp := env.readCreds("demo")
+	lease := issued(resp, time.Now())
+
+	env.iris.ResetStats()
+	env.iris.FailNext(1, iristest.Fault{AfterHandling: true, Status: 500})
+	_, err := env.renew(lease, 0)
+	require.ErrorContains(t, err, "HTTP 500")
+	require.Equal(t, 1, env.iris.Stats().Requests)
+
+	renewed, err := env.renew(lease, 0)
+	require.NoError(t, err)
+	require.NotEqual(t, resp.Data["access_token"], renewed.Data["access_token"])
+	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
+	require.Equal(t, 1, env.iris.Stats().RefreshReuse)
+
+	env.iris.ResetStats()
+	_, err = env.renew(renewed.Secret, 0)
+	require.NoError(t, err)
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
+	require.Zero(t, env.iris.Stats().PasswordGrants+env.iris.Stats().RefreshReuse)
+	env.assertNoSecrets(demoUser)
 }

@@ -1,7 +1,6 @@
 package iris
 
 import (
-	"context"
 	"net/http"
 	"sync"
 	"testing"
@@ -13,26 +12,6 @@ import (
 
 	"vault-plugin-secrets-iris/iristest"
 )
-
-func (env *testEnv) readToken(name string) *logical.Response {
-	env.t.Helper()
-	resp := env.mustRequest(logical.ReadOperation, "token/"+name, nil)
-	require.NotNil(env.t, resp)
-	require.Nil(env.t, resp.Secret, "token/ creates no lease")
-	return resp
-}
-
-func (env *testEnv) storedSession(name string) *tokenSession {
-	env.t.Helper()
-	sess, err := env.b.sessions.loadUncached(context.Background(), env.storage, name)
-	require.NoError(env.t, err)
-	return sess
-}
-
-func (env *testEnv) periodic() {
-	env.t.Helper()
-	require.NoError(env.t, env.b.periodicRefresh(context.Background(), &logical.Request{Storage: env.storage}))
-}
 
 func TestTokenReadServesOneSharedToken(t *testing.T) {
 	env := newTestEnv(t)
@@ -365,4 +344,61 @@ func TestTokenConcurrentReadsCauseOneGrant(t *testing.T) {
 	stats := env.iris.Stats()
 	require.Equal(t, 1, stats.RefreshGrants+stats.PasswordGrants, "exactly one grant")
 	require.Zero(t, stats.RefreshReuse)
+}
+
+// Through the backend: a token/ read whose refresh answer was lost keeps the
+// session. The read serves the current token; the next one sends the old
+// refresh token (there is no telling whether IRIS consumed it), is refused,
+// and logs in with the password grant; rotation then carries on as usual.
+func TestLostRefreshKeepsTokenSession(t *testing.T) {
+	cases := []struct {
+		name    string
+		fault   iristest.Fault
+		warning string
+	}{
+		{"answer lost after a timeout", iristest.Fault{AfterHandling: true, Delay: time.Hour}, "did not answer in time"},
+		{"500 after the refresh", iristest.Fault{AfterHandling: true, Status: 500}, "HTTP 500"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newTestEnv(t)
+			env.writeConfig("demo", demoUser, map[string]interface{}{"request_timeout": 1})
+			first := env.readToken("demo")
+			spent := env.storedSession("demo").RefreshToken
+			require.NotEmpty(t, spent)
+
+			env.clock.Advance(2400 * time.Second)
+			env.iris.ResetStats()
+			env.iris.FailNext(1, tc.fault)
+			resp := env.readToken("demo")
+			require.Equal(t, first.Data["access_token"], resp.Data["access_token"], "the current token is served meanwhile")
+			require.Len(t, resp.Warnings, 1)
+			require.Contains(t, resp.Warnings[0], tc.warning)
+			require.Equal(t, 1, env.iris.Stats().Requests, "the refresh was repeated within the read")
+
+			resp = env.readToken("demo")
+			require.NotEqual(t, first.Data["access_token"], resp.Data["access_token"])
+			require.Empty(t, resp.Warnings)
+			active, _ := env.iris.Introspect(resp.Data["access_token"].(string))
+			require.True(t, active)
+			st := env.iris.Stats()
+			require.Equal(t, 1, st.PasswordGrants, "the refused refresh token falls back to one password grant")
+			require.Equal(t, 1, st.RefreshReuse, "only the unavoidable second send of the lost refresh token")
+			fresh := env.storedSession("demo").RefreshToken
+			require.NotEmpty(t, fresh)
+			require.NotEqual(t, spent, fresh)
+
+			// Not stranded: the next rotation uses the new refresh token.
+			env.iris.ResetStats()
+			env.clock.Advance(2400 * time.Second)
+			resp = env.readToken("demo")
+			require.Empty(t, resp.Warnings)
+			st = env.iris.Stats()
+			require.Equal(t, 1, st.RefreshGrants)
+			require.Zero(t, st.PasswordGrants)
+			require.Zero(t, st.RefreshReuse)
+			require.Equal(t, fresh, env.iris.Requests()[0].RefreshToken)
+			env.assertNoSecrets(demoUser)
+		})
+	}
 }

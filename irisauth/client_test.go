@@ -1,4 +1,4 @@
-package iris
+package irisauth
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
 
 	"vault-plugin-secrets-iris/iristest"
@@ -63,8 +62,39 @@ func (h *clientHarness) slept() []time.Duration {
 	return append([]time.Duration(nil), h.sleeps...)
 }
 
-func credentialsFor(tokenURL string, u iristest.User) Credentials {
-	return Credentials{
+// credentials is an API user at a token URL, as the engine would hold it;
+// the harness turns it into grants.
+type credentials struct {
+	TokenURL, RevocationURL                    string
+	ClientID, ClientSecret, Username, Password string
+	Scopes                                     []string
+}
+
+func (c credentials) endpoint(attemptTimeout time.Duration) Endpoint {
+	return Endpoint{TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Auth: AuthBasic, AttemptTimeout: attemptTimeout}
+}
+
+// PasswordGrant, RefreshGrant and Revoke send the grants an API user's
+// engine sends, the way the engine sends them.
+func (h *clientHarness) PasswordGrant(ctx context.Context, c credentials, attemptTimeout time.Duration) (*Token, error) {
+	res, err := h.Exchange(ctx, c.endpoint(attemptTimeout).PasswordGrant(c.Username, c.Password, c.Scopes))
+	return res.Token, err
+}
+
+func (h *clientHarness) RefreshGrant(ctx context.Context, c credentials, refreshToken string, attemptTimeout time.Duration) (*Token, error) {
+	res, err := h.Exchange(ctx, c.endpoint(attemptTimeout).RefreshGrant(refreshToken))
+	return res.Token, err
+}
+
+func (h *clientHarness) Revoke(ctx context.Context, c credentials, token, hint string, timeout time.Duration) error {
+	if c.RevocationURL == "" {
+		return nil
+	}
+	return h.Client.Revoke(ctx, c.endpoint(timeout), c.RevocationURL, token, hint, timeout)
+}
+
+func credentialsFor(tokenURL string, u iristest.User) credentials {
+	return credentials{
 		TokenURL:     tokenURL,
 		ClientID:     u.ClientID,
 		ClientSecret: u.ClientSecret,
@@ -174,7 +204,7 @@ func TestParseTokenResponse(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, detail := parseTokenResponse(tc.contentType, []byte(tc.body))
+			tok, detail := ParseTokenResponse(tc.contentType, []byte(tc.body))
 			if tc.wantDetail != "" {
 				require.Nil(t, tok)
 				require.Contains(t, detail, tc.wantDetail)
@@ -216,7 +246,7 @@ func TestParseTokenResponse(t *testing.T) {
 }
 
 func TestParseTokenResponseFields(t *testing.T) {
-	tok, detail := parseTokenResponse("application/json",
+	tok, detail := ParseTokenResponse("application/json",
 		[]byte(`{"access_token":"at-1","token_type":"Bearer","expires_in":"90","scope":"api offline_access","refresh_token":"rt-1"}`))
 	require.Empty(t, detail)
 	require.Equal(t, &Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1", Scope: "api offline_access", Lifetime: 90 * time.Second}, tok)
@@ -400,8 +430,8 @@ func TestClientHonoursRetryAfter(t *testing.T) {
 }
 
 func TestClientNeverRetriesRejections(t *testing.T) {
-	oauthFault := func(status int, code string) func(*iristest.Server, *Credentials) {
-		return func(srv *iristest.Server, _ *Credentials) {
+	oauthFault := func(status int, code string) func(*iristest.Server, *credentials) {
+		return func(srv *iristest.Server, _ *credentials) {
 			srv.FailNext(1, iristest.Fault{Status: status, ContentType: "application/json",
 				Body: `{"error":"` + code + `","error_description":"Refused by the test."}`})
 		}
@@ -409,11 +439,11 @@ func TestClientNeverRetriesRejections(t *testing.T) {
 	cases := []struct {
 		code       string
 		wantStatus int
-		setup      func(*iristest.Server, *Credentials)
+		setup      func(*iristest.Server, *credentials)
 	}{
-		{"invalid_grant", 400, func(_ *iristest.Server, c *Credentials) { c.Password = "wrong-password" }},
-		{"invalid_client", 401, func(_ *iristest.Server, c *Credentials) { c.ClientSecret = "wrong-secret" }},
-		{"invalid_scope", 400, func(_ *iristest.Server, c *Credentials) { c.Scopes = []string{"everything"} }},
+		{"invalid_grant", 400, func(_ *iristest.Server, c *credentials) { c.Password = "wrong-password" }},
+		{"invalid_client", 401, func(_ *iristest.Server, c *credentials) { c.ClientSecret = "wrong-secret" }},
+		{"invalid_scope", 400, func(_ *iristest.Server, c *credentials) { c.Scopes = []string{"everything"} }},
 		{"unauthorized_client", 400, oauthFault(400, "unauthorized_client")},
 		{"unsupported_grant_type", 400, oauthFault(400, "unsupported_grant_type")},
 		{"invalid_request", 400, oauthFault(400, "invalid_request")},
@@ -686,91 +716,6 @@ func TestClientRefreshWhoseOutcomeIsUnknown(t *testing.T) {
 	})
 }
 
-// Through the backend: a token/ read whose refresh answer was lost keeps the
-// session. The read serves the current token; the next one sends the old
-// refresh token (there is no telling whether IRIS consumed it), is refused,
-// and logs in with the password grant; rotation then carries on as usual.
-func TestLostRefreshKeepsTokenSession(t *testing.T) {
-	cases := []struct {
-		name    string
-		fault   iristest.Fault
-		warning string
-	}{
-		{"answer lost after a timeout", iristest.Fault{AfterHandling: true, Delay: time.Hour}, "did not answer in time"},
-		{"500 after the refresh", iristest.Fault{AfterHandling: true, Status: 500}, "HTTP 500"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			env := newTestEnv(t)
-			env.writeConfig("demo", demoUser, map[string]interface{}{"request_timeout": 1})
-			first := env.readToken("demo")
-			spent := env.storedSession("demo").RefreshToken
-			require.NotEmpty(t, spent)
-
-			env.clock.Advance(2400 * time.Second)
-			env.iris.ResetStats()
-			env.iris.FailNext(1, tc.fault)
-			resp := env.readToken("demo")
-			require.Equal(t, first.Data["access_token"], resp.Data["access_token"], "the current token is served meanwhile")
-			require.Len(t, resp.Warnings, 1)
-			require.Contains(t, resp.Warnings[0], tc.warning)
-			require.Equal(t, 1, env.iris.Stats().Requests, "the refresh was repeated within the read")
-
-			resp = env.readToken("demo")
-			require.NotEqual(t, first.Data["access_token"], resp.Data["access_token"])
-			require.Empty(t, resp.Warnings)
-			active, _ := env.iris.Introspect(resp.Data["access_token"].(string))
-			require.True(t, active)
-			st := env.iris.Stats()
-			require.Equal(t, 1, st.PasswordGrants, "the refused refresh token falls back to one password grant")
-			require.Equal(t, 1, st.RefreshReuse, "only the unavoidable second send of the lost refresh token")
-			fresh := env.storedSession("demo").RefreshToken
-			require.NotEmpty(t, fresh)
-			require.NotEqual(t, spent, fresh)
-
-			// Not stranded: the next rotation uses the new refresh token.
-			env.iris.ResetStats()
-			env.clock.Advance(2400 * time.Second)
-			resp = env.readToken("demo")
-			require.Empty(t, resp.Warnings)
-			st = env.iris.Stats()
-			require.Equal(t, 1, st.RefreshGrants)
-			require.Zero(t, st.PasswordGrants)
-			require.Zero(t, st.RefreshReuse)
-			require.Equal(t, fresh, env.iris.Requests()[0].RefreshToken)
-			env.assertNoSecrets(demoUser)
-		})
-	}
-}
-
-// The same for a renewable creds/ lease: the renewal fails (Vault keeps the
-// lease as it was), and the next renewal falls back to the password grant.
-func TestLostRefreshKeepsRenewableLease(t *testing.T) {
-	env := newTestEnv(t)
-	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
-	resp := env.readCreds("demo")
-	lease := issued(resp, time.Now())
-
-	env.iris.ResetStats()
-	env.iris.FailNext(1, iristest.Fault{AfterHandling: true, Status: 500})
-	_, err := env.renew(lease, 0)
-	require.ErrorContains(t, err, "HTTP 500")
-	require.Equal(t, 1, env.iris.Stats().Requests)
-
-	renewed, err := env.renew(lease, 0)
-	require.NoError(t, err)
-	require.NotEqual(t, resp.Data["access_token"], renewed.Data["access_token"])
-	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
-	require.Equal(t, 1, env.iris.Stats().RefreshReuse)
-
-	env.iris.ResetStats()
-	_, err = env.renew(renewed.Secret, 0)
-	require.NoError(t, err)
-	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
-	require.Zero(t, env.iris.Stats().PasswordGrants+env.iris.Stats().RefreshReuse)
-	env.assertNoSecrets(demoUser)
-}
-
 func TestClientRevoke(t *testing.T) {
 	t.Run("success", func(t *testing.T) {
 		srv := newClientEmulator(t)
@@ -966,30 +911,22 @@ func TestClientErrorsNeverContainSecrets(t *testing.T) {
 	})
 }
 
-// The backend's view of the same: whatever the failure, what callers and
-// logs see has none of the user's secrets.
-func TestBackendErrorsNeverContainSecrets(t *testing.T) {
-	faults := []iristest.Fault{
-		{Status: 400, ContentType: "application/json", Body: `{"error":"invalid_grant","error_description":"` + demoUser.Password + `"}`},
-		{Status: 500, ContentType: "text/html", Body: demoUser.Password + demoUser.ClientSecret},
-		{Status: 200, ContentType: "application/json", Body: `{"access_token":"x","token_type":"` + demoUser.ClientSecret + `"}`},
-		{Status: 429, RetryAfter: "1"},
-	}
-	for i, f := range faults {
-		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			env := newTestEnv(t)
-			env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
-			lease := issued(env.readCreds("demo"), time.Now())
-			// Too close to expiry for token/ to serve the old token.
-			env.clock.Advance(3500 * time.Second)
-			env.iris.SetFault(&f)
-			for _, path := range []string{"creds/demo", "token/demo"} {
-				_, err := env.request(logical.ReadOperation, path, nil)
-				require.Error(t, err)
-			}
-			_, err := env.renew(lease, 0)
-			require.Error(t, err)
-			env.assertNoSecrets(demoUser)
-		})
-	}
+// testClock is the injected clock: tests advance it instead of sleeping.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Now().Truncate(time.Second)} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }

@@ -1,0 +1,257 @@
+package iris
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-secrets-iris/irisauth"
+)
+
+// This file owns the stored API user: its shape, defaults and rules, its
+// generation, and how it turns into grants for the OAuth client.
+
+const (
+	configStoragePrefix = "config/"
+	configShapeVersion  = 1
+
+	// DefaultTokenURL is the IRIS authorization server's token endpoint.
+	DefaultTokenURL = "https://auth.trackunit.com/token"
+
+	defaultRequestTimeout = 10 * time.Second
+	minRequestTimeout     = time.Second
+	maxRequestTimeout     = 30 * time.Second
+
+	// maxRevocationTimeout keeps best-effort revocations short: they run
+	// inside revoke and write requests that should not wait on a slow IRIS.
+	maxRevocationTimeout = 3 * time.Second
+)
+
+var defaultScopes = []string{"api", "offline_access"}
+
+// apiUserConfig is one stored IRIS API user.
+type apiUserConfig struct {
+	// ShapeVersion lets a later release upgrade stored entries.
+	ShapeVersion    int           `json:"shape_version"`
+	ClientID        string        `json:"client_id"`
+	ClientSecret    string        `json:"client_secret"`
+	Username        string        `json:"username"`
+	Password        string        `json:"password"`
+	Scopes          []string      `json:"scopes"`
+	TokenURL        string        `json:"token_url"`
+	RevocationURL   string        `json:"revocation_url,omitempty"`
+	TTL             time.Duration `json:"ttl"`
+	MaxTTL          time.Duration `json:"max_ttl"`
+	RequestTimeout  time.Duration `json:"request_timeout"`
+	RenewableLeases bool          `json:"renewable_leases"`
+	RefreshFloor    time.Duration `json:"refresh_floor"`
+	// Generation changes whenever a field that decides which tokens IRIS
+	// issues changes, so that state derived from an older config (a shared
+	// token session, say) can tell it is stale.
+	Generation string `json:"generation"`
+}
+
+// newAPIUserConfig is a new API user with every default set.
+func newAPIUserConfig() *apiUserConfig {
+	return &apiUserConfig{
+		ShapeVersion:   configShapeVersion,
+		Scopes:         defaultScopes,
+		TokenURL:       DefaultTokenURL,
+		RequestTimeout: defaultRequestTimeout,
+	}
+}
+
+// validate returns what is wrong with the config; creating says whether the
+// fields were all given in this write, which changes how a missing one is
+// worded.
+func (c *apiUserConfig) validate(creating bool) []string {
+	var problems []string
+	for _, f := range []struct{ key, value string }{
+		{keyClientID, c.ClientID},
+		{keyClientSecret, c.ClientSecret},
+		{keyUsername, c.Username},
+		{keyPassword, c.Password},
+	} {
+		if f.value != "" {
+			continue
+		}
+		if creating {
+			problems = append(problems, f.key+" is required")
+		} else {
+			problems = append(problems, f.key+" must not be empty")
+		}
+	}
+	if len(c.Scopes) == 0 {
+		problems = append(problems, "scopes must name at least one scope")
+	}
+	if problem := checkEndpointURL(keyTokenURL, c.TokenURL, true); problem != "" {
+		problems = append(problems, problem)
+	}
+	if problem := checkEndpointURL(keyRevocationURL, c.RevocationURL, false); problem != "" {
+		problems = append(problems, problem)
+	}
+	if c.TTL < 0 || c.MaxTTL < 0 {
+		problems = append(problems, "ttl and max_ttl must not be negative")
+	} else if c.MaxTTL > 0 && c.TTL > c.MaxTTL {
+		problems = append(problems, "ttl must not exceed max_ttl")
+	}
+	if c.RequestTimeout < minRequestTimeout || c.RequestTimeout > maxRequestTimeout {
+		problems = append(problems, fmt.Sprintf("request_timeout must be between %s and %s", minRequestTimeout, maxRequestTimeout))
+	}
+	if c.RefreshFloor < 0 {
+		problems = append(problems, "refresh_floor must not be negative")
+	}
+	return problems
+}
+
+// tokenIdentity is what decides which tokens IRIS issues for this config.
+func (c *apiUserConfig) tokenIdentity() string {
+	return strings.Join([]string{c.ClientID, c.ClientSecret, c.Username, c.Password,
+		strings.Join(c.Scopes, " "), c.TokenURL}, "\x00")
+}
+
+// endpoint is the API user's OAuth client at its token URL.
+func (c *apiUserConfig) endpoint() irisauth.Endpoint {
+	return irisauth.Endpoint{
+		TokenURL:       c.TokenURL,
+		ClientID:       c.ClientID,
+		ClientSecret:   c.ClientSecret,
+		Auth:           irisauth.AuthBasic,
+		AttemptTimeout: c.RequestTimeout,
+	}
+}
+
+// logInGrant obtains a token from the API user's own credentials.
+func (c *apiUserConfig) logInGrant() irisauth.Grant {
+	return c.endpoint().PasswordGrant(c.Username, c.Password, c.Scopes)
+}
+
+func (c *apiUserConfig) refreshGrant(refreshToken string) irisauth.Grant {
+	return c.endpoint().RefreshGrant(refreshToken)
+}
+
+func (c *apiUserConfig) revocationTimeout() time.Duration {
+	return min(c.RequestTimeout, maxRevocationTimeout)
+}
+
+// normalizeScopes accepts comma- and space-separated scopes alike, since the
+// OAuth wire format is space-separated and Vault's lists are comma-separated.
+// An empty result is left to validate.
+func normalizeScopes(in []string) ([]string, string) {
+	var scopes []string
+	for _, item := range in {
+		for _, s := range strings.Fields(item) {
+			if !slices.Contains(scopes, s) {
+				scopes = append(scopes, s)
+			}
+		}
+	}
+	for _, s := range scopes {
+		for _, r := range s {
+			// RFC 6749 §3.3 scope-token characters.
+			if r < 0x21 || r == 0x22 || r == 0x5c || r > 0x7e {
+				return nil, fmt.Sprintf("scope %q has a character OAuth does not allow", truncateForMessage(s))
+			}
+		}
+	}
+	return scopes, ""
+}
+
+// checkEndpointURL enforces where credentials may be sent: https anywhere,
+// plain http only to this machine, and never with credentials in the URL
+// (config reads return it).
+func checkEndpointURL(key, raw string, required bool) string {
+	if raw == "" {
+		if required {
+			return key + " is required"
+		}
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" || u.Opaque != "" {
+		// Not quoted: an unparsable URL may still hold credentials.
+		return fmt.Sprintf("%s is not an absolute URL", key)
+	}
+	if u.User != nil {
+		return fmt.Sprintf("%s must not contain credentials", key)
+	}
+	if u.Fragment != "" || u.RawQuery != "" {
+		return fmt.Sprintf("%s must not have a query or fragment", key)
+	}
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return ""
+		}
+		return fmt.Sprintf("%s must use https:// (http:// is allowed only for loopback hosts such as 127.0.0.1)", key)
+	default:
+		return fmt.Sprintf("%s must use https://", key)
+	}
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func newGeneration() string {
+	var buf [12]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		// crypto/rand does not fail on supported platforms.
+		panic("crypto/rand failed")
+	}
+	return hex.EncodeToString(buf[:])
+}
+
+// storeAPIUser stores cfg in place of existing (nil: a new API user), unless
+// a write or delete landed since existing was read; verified, the token of
+// the verifying grant if there was one, becomes the shared token.
+func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) error {
+	return b.withSessionLock(name, func() error {
+		// The verifying grant ran unlocked: a write or delete that landed
+		// meanwhile must not be undone by storing a copy of what it replaced.
+		current, err := b.configs.loadUncached(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		if (existing == nil) != (current == nil) || (existing != nil && !reflect.DeepEqual(*existing, *current)) {
+			return logical.CodedError(http.StatusConflict, fmt.Sprintf("API user %q was changed or deleted while this write ran; nothing was stored, write again", name))
+		}
+		if err := b.configs.save(ctx, s, name, cfg); err != nil {
+			return err
+		}
+		return b.sessionAfterConfigWrite(ctx, s, name, existing, cfg, verified)
+	})
+}
+
+// deleteAPIUser deletes the API user and its shared token. Under the session
+// lock, so that a grant in flight cannot write a session back after the
+// delete: delete always wins.
+func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name string) error {
+	return b.withSessionLock(name, func() error {
+		if err := b.configs.delete(ctx, s, name); err != nil {
+			return err
+		}
+		return b.sessions.delete(ctx, s, name)
+	})
+}
+
+// config returns the stored API user, or nil when there is none.
+func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*apiUserConfig, error) {
+	return b.configs.load(ctx, s, name)
+}

@@ -1,0 +1,102 @@
+package iris
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// What every path file shares: how a path names an API user, how unknown
+// fields are refused, and how a name becomes a stored API user.
+
+const (
+	// operationPrefix names every operation in Vault's OpenAPI document.
+	operationPrefix = "iris"
+
+	keyName       = "name"
+	maxNameLength = 128
+
+	// nameCapture takes any non-empty rest of the path as the name; nameFrom
+	// then checks it.
+	nameCapture = `(?P<` + keyName + `>.+)`
+)
+
+// nameRegex is Vault's usual name shape (framework.GenericNameRegex). Paths
+// accept any name and check it here, so that a bad name is a clear 400
+// instead of Vault's "unsupported path" 404.
+var nameRegex = regexp.MustCompile(`^\w(([\w.-]+)?\w)?$`)
+
+// withFieldValidation rejects fields the path does not know, so that a typo
+// ("client-secret") is an error instead of a silently ignored setting.
+func withFieldValidation(next framework.OperationFunc) framework.OperationFunc {
+	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+		var unknown []string
+		for k := range req.Data {
+			if _, ok := d.Schema[k]; !ok {
+				unknown = append(unknown, k)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			return logical.ErrorResponse("unknown field(s): %s", strings.Join(unknown, ", ")), nil
+		}
+		return next(ctx, req, d)
+	}
+}
+
+// nameFrom returns the path's name, or a 400 response for a bad one.
+func nameFrom(d *framework.FieldData) (string, *logical.Response) {
+	name := d.Get(keyName).(string)
+	if len(name) > maxNameLength || !nameRegex.MatchString(name) {
+		return "", logical.ErrorResponse("invalid name %q: use letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_', at most %d characters", truncateForMessage(name), maxNameLength)
+	}
+	return name, nil
+}
+
+// apiUserNameField is the schema of the paths that act for a stored API user.
+func apiUserNameField() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		keyName: {
+			Type:        framework.TypeString,
+			Description: "Name of the API user, as stored at config/<name>.",
+			Required:    true,
+		},
+	}
+}
+
+// apiUser resolves the path's name to its stored API user; a bad name is an
+// error response, an unknown one an error.
+func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (string, *apiUserConfig, *logical.Response, error) {
+	name, errResp := nameFrom(d)
+	if errResp != nil {
+		return "", nil, errResp, nil
+	}
+	cfg, err := b.config(ctx, req.Storage, name)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if cfg == nil {
+		return "", nil, nil, unknownAPIUser(name)
+	}
+	return name, cfg, nil, nil
+}
+
+// unknownAPIUser is the caller's mistake of naming an API user that is not
+// configured. A 400 rather than a 404: the Vault CLI prints a 404 as "No
+// value found" and drops the message, which here says what to do.
+func unknownAPIUser(name string) error {
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no API user %q is configured; write it to iris/config/%s first", name, name))
+}
+
+func truncateForMessage(s string) string {
+	if runes := []rune(s); len(runes) > 64 {
+		return string(runes[:64]) + "…"
+	}
+	return s
+}

@@ -1,0 +1,324 @@
+package iris
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"vault-plugin-secrets-iris/irisauth"
+)
+
+// This file owns the shared token of token/: one stored session per API
+// user, replaced with one grant at a time however many readers wait, written
+// back under the lock that config writes take, and refreshed ahead of time
+// in the background for the sessions that are read.
+
+const (
+	sessionStoragePrefix = "session/"
+	sessionShapeVersion  = 1
+
+	// minOutageFloor is the least time a token must have left to be served
+	// during an outage; below the larger of this and 5% of its lifetime,
+	// readers get the error instead.
+	minOutageFloor = time.Minute
+
+	// backgroundLead is how far ahead of its refresh point the periodic
+	// function refreshes a session; Vault runs it about once a minute.
+	backgroundLead = 2 * time.Minute
+)
+
+// tokenSession is the one shared token of an API user, served by token/.
+type tokenSession struct {
+	ShapeVersion int       `json:"shape_version"`
+	AccessToken  string    `json:"access_token"`
+	TokenType    string    `json:"token_type"`
+	Scope        string    `json:"scope"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	ObtainedAt   time.Time `json:"obtained_at"`
+	ExpiresAt    time.Time `json:"expires_at"`
+	// Generation is the config generation the session was obtained with;
+	// a session from another generation is never served.
+	Generation string `json:"generation"`
+}
+
+func newSession(tok *irisauth.Token, generation string) *tokenSession {
+	return &tokenSession{
+		ShapeVersion: sessionShapeVersion,
+		AccessToken:  tok.AccessToken,
+		TokenType:    tok.TokenType,
+		Scope:        tok.Scope,
+		RefreshToken: tok.RefreshToken,
+		ObtainedAt:   tok.ObtainedAt,
+		ExpiresAt:    tok.ExpiresAt(),
+		Generation:   generation,
+	}
+}
+
+func (s *tokenSession) token() *irisauth.Token {
+	return &irisauth.Token{
+		AccessToken:  s.AccessToken,
+		TokenType:    s.TokenType,
+		Scope:        s.Scope,
+		RefreshToken: s.RefreshToken,
+		ObtainedAt:   s.ObtainedAt,
+		Lifetime:     s.ExpiresAt.Sub(s.ObtainedAt),
+	}
+}
+
+func (s *tokenSession) lifetime() time.Duration { return s.ExpiresAt.Sub(s.ObtainedAt) }
+
+// refreshAt is when the engine replaces the session's token: once less than
+// a third of its lifetime is left, or the config's refresh_floor if that is
+// larger (capped at half the lifetime, so a token is always served for at
+// least half of its life).
+func (s *tokenSession) refreshAt(cfg *apiUserConfig) time.Time {
+	lifetime := s.lifetime()
+	before := lifetime / 3
+	if cfg.RefreshFloor > before {
+		before = min(cfg.RefreshFloor, lifetime/2)
+	}
+	return s.ExpiresAt.Add(-before)
+}
+
+// outageFloor is the least time left at which a token is still served when
+// IRIS cannot replace it.
+func (s *tokenSession) outageFloor() time.Duration {
+	return max(minOutageFloor, s.lifetime()/20)
+}
+
+// sharedToken returns the API user's session, replacing its token first when
+// it is due. When IRIS cannot replace a due token that still has life enough
+// left, it returns the current one with the failure as refreshErr; cfg is
+// the config the session belongs to (re-read if it changed meanwhile).
+func (b *backend) sharedToken(ctx context.Context, s logical.Storage, name string, cfg *apiUserConfig) (sess *tokenSession, _ *apiUserConfig, refreshErr, err error) {
+	b.markRead(name)
+	now := b.now()
+	sess, err = b.sessions.load(ctx, s, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if sess != nil && sess.Generation == cfg.Generation && now.Before(sess.refreshAt(cfg)) {
+		return sess, cfg, nil, nil
+	}
+
+	if !b.canWriteStorage() {
+		// Only the active node may rotate the refresh token; Vault forwards
+		// the request there when it sees this error, before any grant ran
+		// here.
+		return nil, nil, nil, logical.ErrReadOnly
+	}
+
+	fresh, refreshErr := b.refreshSession(ctx, s, name, 0)
+	var stale *staleSessionError
+	if errors.As(refreshErr, &stale) {
+		// The config changed under the grant; one more try uses the new
+		// one, so that readers see a 409 only under constant churn.
+		if cfg, err = b.config(ctx, s, name); err != nil {
+			return nil, nil, nil, err
+		}
+		if cfg == nil {
+			return nil, nil, nil, refreshErr
+		}
+		fresh, refreshErr = b.refreshSession(ctx, s, name, 0)
+	}
+	if refreshErr == nil {
+		return fresh, cfg, nil, nil
+	}
+
+	// IRIS failed us: keep serving the current token while it has enough
+	// life left for a consumer to use it.
+	now = b.now()
+	if sess, _ = b.sessions.load(ctx, s, name); sess != nil && sess.Generation == cfg.Generation &&
+		sess.ExpiresAt.Sub(now) > sess.outageFloor() {
+		return sess, cfg, refreshErr, nil
+	}
+	return nil, nil, nil, refreshErr
+}
+
+// staleSessionError says a grant's result was thrown away because the
+// config changed while it ran.
+type staleSessionError struct{ name string }
+
+func (e *staleSessionError) Error() string {
+	return fmt.Sprintf("API user %q was changed or deleted while its token was being replaced; read again", e.name)
+}
+
+// refreshSession replaces the named session's token, unless another caller
+// already did. However many callers arrive at once, one grant per API user is
+// in flight; the others wait for its result.
+// A session is replaced when it is within ahead of its refresh point.
+func (b *backend) refreshSession(ctx context.Context, s logical.Storage, name string, ahead time.Duration) (*tokenSession, error) {
+	ch := b.flights.DoChan(name, func() (interface{}, error) {
+		// The flight outlives any one caller: a caller that gives up must
+		// not cancel the grant the others are waiting for.
+		return b.refreshSessionOnce(context.WithoutCancel(ctx), s, name, ahead)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*tokenSession), nil
+	}
+}
+
+func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, name string, ahead time.Duration) (*tokenSession, error) {
+	cfg, err := b.configs.loadUncached(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return nil, &staleSessionError{name: name}
+	}
+	sess, err := b.sessions.loadUncached(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	if sess != nil && sess.Generation != cfg.Generation {
+		sess = nil
+	}
+	if sess != nil && now.Add(ahead).Before(sess.refreshAt(cfg)) {
+		// Someone replaced it while this caller queued.
+		return sess, nil
+	}
+
+	refreshToken := ""
+	if sess != nil {
+		refreshToken = sess.RefreshToken
+	}
+	tok, outcome, grantErr := b.refreshOrLogIn(ctx, name, cfg, refreshToken)
+	if b.afterGrant != nil {
+		b.afterGrant(name)
+	}
+
+	lock := locksutil.LockForKey(b.sessionLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+	// Re-check under the lock that config writes and deletes take: a result
+	// obtained with credentials that have since changed is never stored.
+	current, err := b.configs.loadUncached(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if current == nil || current.Generation != cfg.Generation {
+		if grantErr != nil {
+			return nil, grantErr
+		}
+		return nil, &staleSessionError{name: name}
+	}
+	if grantErr != nil {
+		// The refresh token is kept unless IRIS refused it: a network
+		// failure says nothing about it.
+		if sess != nil && sess.RefreshToken != "" && outcome == irisauth.RefreshTokenRefused {
+			dropped := *sess
+			dropped.RefreshToken = ""
+			if err := b.sessions.save(ctx, s, name, &dropped); err != nil {
+				b.Logger().Warn("could not store the session without its refused refresh token", "name", name, "error", err)
+			}
+		}
+		return nil, grantErr
+	}
+	fresh := newSession(tok, cfg.Generation)
+	// The rotated refresh token is stored before the token is handed out:
+	// IRIS has already retired the old one.
+	if err := b.sessions.save(ctx, s, name, fresh); err != nil {
+		return nil, err
+	}
+	b.Logger().Debug("shared token replaced", "name", name, "expires_at", fresh.ExpiresAt.UTC().Format(time.RFC3339))
+	return fresh, nil
+}
+
+// sessionAfterConfigWrite brings the shared token in line with a config
+// just stored (under the session lock): the verifying grant's token becomes
+// the session, so that it is not wasted and its refresh token is not left
+// alive at IRIS with nobody holding it; a session obtained with credentials
+// that have since changed is dropped.
+func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) error {
+	if verified != nil {
+		return b.sessions.save(ctx, s, name, newSession(verified, cfg.Generation))
+	}
+	if existing != nil && existing.Generation != cfg.Generation {
+		return b.sessions.delete(ctx, s, name)
+	}
+	return nil
+}
+
+// withSessionLock runs fn holding the named session's lock.
+func (b *backend) withSessionLock(name string, fn func() error) error {
+	lock := locksutil.LockForKey(b.sessionLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+	return fn()
+}
+
+// canWriteStorage reports whether this node may write the mount's storage:
+// not a performance standby, not a DR secondary, and not a performance
+// secondary unless the mount is local.
+func (b *backend) canWriteStorage() bool {
+	state := b.System().ReplicationState()
+	if state.HasState(consts.ReplicationPerformanceStandby | consts.ReplicationDRSecondary) {
+		return false
+	}
+	if state.HasState(consts.ReplicationPerformanceSecondary) && !b.System().LocalMount() {
+		return false
+	}
+	return true
+}
+
+func (b *backend) markRead(name string) {
+	b.lastReadMu.Lock()
+	b.lastRead[name] = b.now()
+	b.lastReadMu.Unlock()
+}
+
+func (b *backend) readSince(name string, t time.Time) bool {
+	b.lastReadMu.Lock()
+	defer b.lastReadMu.Unlock()
+	last, ok := b.lastRead[name]
+	return ok && !last.Before(t)
+}
+
+// periodicRefresh replaces, ahead of time, the sessions that someone has
+// read and that near their refresh point, so that reads rarely wait on IRIS.
+// A session nobody read since it was obtained is left to expire: refreshing
+// it forever would keep a token alive for no one.
+func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
+	if !b.canWriteStorage() {
+		return nil
+	}
+	names, err := req.Storage.List(ctx, sessionStoragePrefix)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return nil
+		}
+		cfg, err := b.config(ctx, req.Storage, name)
+		if err != nil || cfg == nil {
+			continue
+		}
+		sess, err := b.sessions.load(ctx, req.Storage, name)
+		if err != nil || sess == nil || sess.Generation != cfg.Generation {
+			continue
+		}
+		now := b.now()
+		halfLife := sess.ObtainedAt.Add(sess.lifetime() / 2)
+		due := now.After(sess.refreshAt(cfg).Add(-backgroundLead)) && now.After(halfLife)
+		if !due || !b.readSince(name, sess.ObtainedAt) {
+			continue
+		}
+		if _, err := b.refreshSession(ctx, req.Storage, name, backgroundLead); err != nil {
+			b.Logger().Warn("background token refresh failed; readers will retry", "name", name, "error", err)
+		}
+	}
+	return nil
+}
