@@ -48,6 +48,9 @@ var (
 	errBadRefresh     = &oauthError{http.StatusBadRequest, "invalid_grant", "The refresh token is invalid or expired."}
 	errBadScope       = &oauthError{http.StatusBadRequest, "invalid_scope", "The requested scope is invalid, unknown, or malformed."}
 	errWideScope      = &oauthError{http.StatusBadRequest, "invalid_scope", "The requested scope exceeds the scope originally granted."}
+
+	errNoGrantType      = invalidRequest("The grant_type parameter is required.")
+	errUnsupportedGrant = &oauthError{http.StatusBadRequest, "unsupported_grant_type", "The authorization grant type is not supported."}
 )
 
 func invalidRequest(desc string) *oauthError {
@@ -72,6 +75,7 @@ type introspectionResponse struct {
 	Scope     string `json:"scope,omitempty"`
 	ClientID  string `json:"client_id,omitempty"`
 	Username  string `json:"username,omitempty"`
+	AccountID string `json:"account_id,omitempty"`
 	TokenType string `json:"token_type,omitempty"`
 	Exp       int64  `json:"exp,omitempty"`
 	Iat       int64  `json:"iat,omitempty"`
@@ -79,8 +83,10 @@ type introspectionResponse struct {
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case "/token":
-		s.serveToken(w, r)
+	case tokenPath:
+		s.serveTokenEndpoint(w, r, s.userGrant)
+	case apiKeyTokenPath, appTokenPath:
+		s.serveTokenEndpoint(w, r, s.clientCredentialsGrant)
 	case "/revoke":
 		s.serveRevoke(w, r)
 	case "/introspect":
@@ -90,7 +96,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+// grantFunc makes the grant a token request asks for, or says why not.
+type grantFunc func(r *http.Request, body []byte, bodyErr error) (*tokenResponse, *oauthError)
+
+// serveTokenEndpoint is what every token endpoint shares: the request log,
+// the override, and faults around the endpoint's own grant.
+func (s *Server) serveTokenEndpoint(w http.ResponseWriter, r *http.Request, grant grantFunc) {
 	body, bodyErr := readBody(w, r)
 	rec := s.record(r, body)
 	sw := &statusWriter{ResponseWriter: w}
@@ -121,36 +132,51 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	f, faulted := s.takeFault()
-	switch {
-	case !faulted:
-		s.handleToken(sw, r, body, bodyErr)
-	case !f.AfterHandling:
+	var held *httptest.ResponseRecorder
+	var res *tokenResponse
+	if faulted && f.AfterHandling {
+		held = httptest.NewRecorder()
+		res = s.answerToken(held, r, body, bodyErr, grant)
+	}
+	if faulted {
 		if !s.hold(r.Context(), f.Delay) {
 			answered = false
 			s.abortIfClosed()
 			return
 		}
-		if f.Status == 0 {
-			s.handleToken(sw, r, body, bodyErr)
-		} else {
-			writeFault(sw, f)
-		}
-	default:
-		buf := httptest.NewRecorder()
-		s.handleToken(buf, r, body, bodyErr)
-		if !s.hold(r.Context(), f.Delay) {
+		if f.DropConnection {
 			answered = false
-			s.abortIfClosed()
-			return
+			panic(http.ErrAbortHandler) // net/http closes the connection unanswered
 		}
-		if f.Status == 0 {
-			maps.Copy(sw.Header(), buf.Header())
-			sw.WriteHeader(buf.Code)
-			_, _ = sw.Write(buf.Body.Bytes())
-		} else {
+		if f.Status != 0 {
 			writeFault(sw, f)
+			return
 		}
 	}
+	if held != nil {
+		maps.Copy(sw.Header(), held.Header())
+		sw.WriteHeader(held.Code)
+		_, _ = sw.Write(held.Body.Bytes())
+	} else {
+		res = s.answerToken(sw, r, body, bodyErr, grant)
+	}
+	s.markAnswered(res)
+}
+
+// answerToken writes the answer of grant and returns the tokens it carried,
+// nil for a refusal.
+func (s *Server) answerToken(w http.ResponseWriter, r *http.Request, body []byte, bodyErr error, grant grantFunc) *tokenResponse {
+	if r.Method != http.MethodPost {
+		s.methodNotAllowed(w)
+		return nil
+	}
+	res, e := grant(r, body, bodyErr)
+	if e != nil {
+		s.fail(w, e)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, res)
+	return res
 }
 
 // record logs the request before anything else happens to it, so that faulted
@@ -161,6 +187,7 @@ func (s *Server) record(r *http.Request, body []byte) *Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	req := &Request{
+		Endpoint:     r.URL.Path,
 		GrantType:    form.Get("grant_type"),
 		ClientID:     form.Get("client_id"),
 		Username:     form.Get("username"),
@@ -170,7 +197,7 @@ func (s *Server) record(r *http.Request, body []byte) *Request {
 	}
 	if basicOK {
 		req.ClientID = id
-		want, known := s.clients[id]
+		want, known := s.userClients[id]
 		req.HeaderOK = known && len(r.Header.Values("Authorization")) == 1 && equal(secret, want)
 	}
 	s.stats.Requests++
@@ -233,74 +260,68 @@ func writeFault(w http.ResponseWriter, f Fault) {
 	_, _ = io.WriteString(w, f.Body)
 }
 
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, body []byte, bodyErr error) {
-	if r.Method != http.MethodPost {
-		s.methodNotAllowed(w)
-		return
-	}
-	form, clientID, e := s.checkRequest(r, body, bodyErr)
+// userGrant serves /token: the password and refresh token grants of API
+// users.
+func (s *Server) userGrant(r *http.Request, body []byte, bodyErr error) (*tokenResponse, *oauthError) {
+	form, e := parseForm(r, body, bodyErr)
 	if e != nil {
-		s.fail(w, e)
-		return
+		return nil, e
 	}
-	var res *tokenResponse
+	clientID, e := s.authenticateBasic(r, form, s.userClientSecret)
+	if e != nil {
+		return nil, e
+	}
 	switch form.Get("grant_type") {
 	case "password":
-		res, e = s.passwordGrant(form, clientID)
+		return s.passwordGrant(form, clientID)
 	case "refresh_token":
-		res, e = s.refreshGrant(form, clientID)
+		return s.refreshGrant(form, clientID)
 	case "":
-		e = invalidRequest("The grant_type parameter is required.")
+		return nil, errNoGrantType
 	default:
-		e = &oauthError{http.StatusBadRequest, "unsupported_grant_type", "The authorization grant type is not supported."}
+		return nil, errUnsupportedGrant
 	}
-	if e != nil {
-		s.fail(w, e)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
 }
 
-// checkRequest applies the rules shared by every endpoint: content type, body,
-// parameter placement, and client authentication.
-func (s *Server) checkRequest(r *http.Request, body []byte, bodyErr error) (url.Values, string, *oauthError) {
+// parseForm applies the rules every endpoint shares: content type, body, and
+// parameter placement and repetition.
+func parseForm(r *http.Request, body []byte, bodyErr error) (url.Values, *oauthError) {
 	cts := r.Header.Values("Content-Type")
 	if len(cts) != 1 {
-		return nil, "", invalidRequest("Content-Type must be " + formType + ".")
+		return nil, invalidRequest("Content-Type must be " + formType + ".")
 	}
 	mt, params, err := mime.ParseMediaType(cts[0])
 	if err != nil || mt != formType {
-		return nil, "", invalidRequest("Content-Type must be " + formType + ".")
+		return nil, invalidRequest("Content-Type must be " + formType + ".")
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return nil, "", invalidRequest("The request body must be UTF-8.")
+		return nil, invalidRequest("The request body must be UTF-8.")
 	}
 	if bodyErr != nil {
-		return nil, "", invalidRequest("The request body is unreadable or too large.")
+		return nil, invalidRequest("The request body is unreadable or too large.")
 	}
 	if r.URL.RawQuery != "" {
-		return nil, "", invalidRequest("Parameters must be sent in the request body, not in the URL.")
+		return nil, invalidRequest("Parameters must be sent in the request body, not in the URL.")
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, "", invalidRequest("The request body is not valid form encoding.")
+		return nil, invalidRequest("The request body is not valid form encoding.")
 	}
 	for _, p := range oauthParams {
 		if len(form[p]) > 1 {
-			return nil, "", invalidRequest("The " + p + " parameter must not be repeated.")
+			return nil, invalidRequest("The " + p + " parameter must not be repeated.")
 		}
 	}
-	if form.Has("client_id") || form.Has("client_secret") {
-		return nil, "", invalidRequest("Client credentials must be sent in the Authorization header, not in the body.")
-	}
-	clientID, e := s.authenticate(r)
-	if e != nil {
-		return nil, "", e
-	}
-	return form, clientID, nil
+	return form, nil
 }
 
-func (s *Server) authenticate(r *http.Request) (string, *oauthError) {
+// authenticateBasic authenticates the client of an endpoint that takes
+// client credentials only in a Basic header, against the secrets secretOf
+// knows.
+func (s *Server) authenticateBasic(r *http.Request, form url.Values, secretOf func(clientID string) (string, bool)) (string, *oauthError) {
+	if form.Has("client_id") || form.Has("client_secret") {
+		return "", invalidRequest("Client credentials must be sent in the Authorization header, not in the body.")
+	}
 	hs := r.Header.Values("Authorization")
 	switch len(hs) {
 	case 0:
@@ -313,13 +334,27 @@ func (s *Server) authenticate(r *http.Request) (string, *oauthError) {
 	if !ok {
 		return "", errInvalidClient
 	}
-	s.mu.Lock()
-	want, known := s.clients[id]
-	s.mu.Unlock()
+	want, known := secretOf(id)
 	if !known || !equal(secret, want) {
 		return "", errInvalidClient
 	}
 	return id, nil
+}
+
+// userClientSecret knows only API users' clients, the only ones /token
+// serves.
+func (s *Server) userClientSecret(clientID string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	secret, ok := s.userClients[clientID]
+	return secret, ok
+}
+
+// anyClientSecret knows every client, for /revoke and /introspect.
+func (s *Server) anyClientSecret(clientID string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clientSecretLocked(clientID)
 }
 
 // parseBasic splits a Basic header into the raw client ID and secret. Unlike
@@ -360,17 +395,23 @@ func (s *Server) passwordGrant(form url.Values, clientID string) (*tokenResponse
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u, ok := s.users[username]
+	if s.lockout.locked[username] {
+		s.lockout.refuse(username, ok)
+		return nil, errLocked
+	}
 	// Every mismatch gets the same answer, so that a client cannot tell an
 	// unknown user from a wrong password or a user of another client.
 	if !ok || u.ClientID != clientID || !equal(password, u.Password) {
+		s.lockout.refuse(username, ok)
 		return nil, errBadCredentials
 	}
+	s.lockout.succeed(username)
 	if u.NoRefreshTokens {
 		scope = slices.DeleteFunc(scope, func(sc string) bool { return sc == "offline_access" })
 	}
-	g := &grant{username: username, clientID: clientID, scope: scope}
+	g := &grant{endpoint: tokenPath, username: username, clientID: clientID, scope: scope}
 	s.stats.PasswordGrants++
-	return s.issueLocked(g, scope, !u.NoRefreshTokens), nil
+	return s.issueLocked(g, "password", scope, !u.NoRefreshTokens), nil
 }
 
 func (s *Server) refreshGrant(form url.Values, clientID string) (*tokenResponse, *oauthError) {
@@ -413,7 +454,7 @@ func (s *Server) refreshGrant(form url.Values, clientID string) (*tokenResponse,
 	}
 	t.used = true
 	s.stats.RefreshGrants++
-	return s.issueLocked(t.g, scope, !u.NoRefreshTokens), nil
+	return s.issueLocked(t.g, "refresh_token", scope, !u.NoRefreshTokens), nil
 }
 
 // parseScope returns nil for an absent scope. It insists on the RFC 6749 §3.3
@@ -439,13 +480,14 @@ func parseScope(raw string) ([]string, *oauthError) {
 	return out, nil
 }
 
-func (s *Server) issueLocked(g *grant, scope []string, refreshable bool) *tokenResponse {
+func (s *Server) issueLocked(g *grant, grantType string, scope []string, refreshable bool) *tokenResponse {
 	now := s.now()
+	lifetime := s.lifetimes[g.endpoint]
 	at := newToken("at_")
-	s.access[at] = &accessToken{g: g, scope: scope, issued: now, expires: now.Add(s.lifetime)}
+	s.access[at] = &accessToken{g: g, scope: scope, issued: now, expires: now.Add(lifetime)}
 	res := &tokenResponse{
 		TokenType:   "Bearer",
-		ExpiresIn:   int64(s.lifetime / time.Second),
+		ExpiresIn:   int64(lifetime / time.Second),
 		AccessToken: at,
 		Scope:       strings.Join(scope, " "),
 	}
@@ -454,6 +496,18 @@ func (s *Server) issueLocked(g *grant, scope []string, refreshable bool) *tokenR
 		s.refresh[rt] = &refreshToken{g: g}
 		res.RefreshToken = rt
 	}
+	s.recordIssuanceLocked(Issuance{
+		Endpoint:     g.endpoint,
+		GrantType:    grantType,
+		ClientID:     g.clientID,
+		Username:     g.username,
+		AccountID:    g.accountID,
+		Scope:        res.Scope,
+		AccessToken:  res.AccessToken,
+		RefreshToken: res.RefreshToken,
+		IssuedAt:     now,
+		ExpiresAt:    now.Add(lifetime),
+	})
 	return res
 }
 
@@ -463,16 +517,20 @@ func newToken(prefix string) string {
 	return prefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
-// tokenEndpointRequest checks what /revoke and /introspect share: POST,
-// client authentication, and a token parameter. It answers the request
-// itself when they are wrong.
+// tokenEndpointRequest checks what /revoke and /introspect share: POST, the
+// form rules, Basic client authentication (for every kind of client, API
+// keys and app installations included), and a token parameter. It answers
+// the request itself when they are wrong.
 func (s *Server) tokenEndpointRequest(w http.ResponseWriter, r *http.Request) (token, clientID string, ok bool) {
 	if r.Method != http.MethodPost {
 		s.methodNotAllowed(w)
 		return "", "", false
 	}
 	body, bodyErr := readBody(w, r)
-	form, clientID, e := s.checkRequest(r, body, bodyErr)
+	form, e := parseForm(r, body, bodyErr)
+	if e == nil {
+		clientID, e = s.authenticateBasic(r, form, s.anyClientSecret)
+	}
 	if e == nil && form.Get("token") == "" {
 		e = invalidRequest("The token parameter is required.")
 	}
@@ -517,6 +575,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 			Scope:     strings.Join(t.scope, " "),
 			ClientID:  t.g.clientID,
 			Username:  t.g.username,
+			AccountID: t.g.accountID,
 			TokenType: "Bearer",
 			Exp:       t.expires.Unix(),
 			Iat:       t.issued.Unix(),

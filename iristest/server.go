@@ -1,24 +1,41 @@
 // Package iristest provides an in-process emulator of the Trackunit IRIS OAuth
 // 2.0 authorization server, in the manner of net/http/httptest.
 //
+// It serves the three token endpoints Trackunit documents: /token for API
+// users (password and refresh token grants), /token/v2 for API keys and
+// /apptoken for IrisX app installations (both client credentials grants,
+// never with refresh tokens).
+//
 // The emulator is deliberately stricter than the real server is known to be,
 // so that a client passing against it speaks the documented protocol and not
 // merely something a lenient server happens to accept:
 //
-//   - Client authentication is HTTP Basic over the raw "client_id:client_secret"
-//     pair, as Trackunit documents it. The RFC 6749 §2.3.1 form, which
-//     form-escapes both parts before base64, is rejected whenever it differs
-//     from the raw pair (secrets containing '+', '%', ' ' and the like).
-//   - Client credentials in the request body, parameters in the query string,
-//     repeated parameters and any content type other than
-//     application/x-www-form-urlencoded are rejected.
+//   - On /token, client authentication is HTTP Basic over the raw
+//     "client_id:client_secret" pair, as Trackunit documents it. The RFC 6749
+//     §2.3.1 form, which form-escapes both parts before base64, is rejected
+//     whenever it differs from the raw pair (secrets containing '+', '%', ' '
+//     and the like), and so are client credentials in the body.
+//   - On /token/v2 and /apptoken it is the other way round: client_id and
+//     client_secret go in the body, and any Authorization header is refused
+//     with 401 invalid_client. The scope parameter is required and must be a
+//     subset of the key's allowed scopes or the app manifest's scopes.
+//   - Everywhere, parameters in the query string, repeated parameters and
+//     any content type other than application/x-www-form-urlencoded are
+//     rejected. Client IDs are unique across API users, API keys and apps;
+//     a client may use only its own token endpoint.
 //   - Refresh tokens are single use; every reuse is rejected and counted in
 //     Stats.RefreshReuse, because a client that reuses one has lost track of
 //     the rotation.
+//   - Optionally (SetLockoutThreshold), repeated wrong passwords lock an API
+//     user, as an Okta password policy would.
+//
+// Every token issued is kept on record (Issued, IssuanceOf, OwnerOf), so that
+// tests can attribute tokens without wrapping the handler.
 //
 // The real server documents neither revocation nor introspection; the
 // emulator offers RFC 7009 revocation at /revoke and RFC 7662 style
 // introspection at /introspect so that tests can observe what a client did.
+// Both take any client's credentials in a Basic header.
 package iristest
 
 import (
@@ -56,6 +73,12 @@ type Fault struct {
 	// tokens are issued and refresh tokens are consumed, and only then
 	// applies Delay and Status: a response lost after the server acted.
 	AfterHandling bool
+	// DropConnection closes the connection, after Delay, without sending
+	// any HTTP response, so the client sees a transport error rather than
+	// a status. With AfterHandling it models a server that acted (issued
+	// tokens, consumed the refresh token) and then lost the connection.
+	// Status must be zero.
+	DropConnection bool
 }
 
 // check panics in the test that configured an impossible fault, rather than
@@ -64,11 +87,16 @@ func (f Fault) check() {
 	if f.Status != 0 && (f.Status < 200 || f.Status > 999) {
 		panic(fmt.Sprintf("iristest: Fault.Status %d is not a final HTTP status", f.Status))
 	}
+	if f.DropConnection && f.Status != 0 {
+		panic("iristest: Fault.DropConnection sends no status, so Fault.Status must be 0")
+	}
 }
 
 // Stats counts what the emulator saw since it started or since ResetStats.
 type Stats struct {
-	PasswordGrants, RefreshGrants int // successful grants
+	PasswordGrants, RefreshGrants int // successful grants at /token
+	APIKeyGrants                  int // successful grants at /token/v2
+	AppTokenGrants                int // successful grants at /apptoken
 	// Rejected counts answers carrying an OAuth error on any endpoint, so a
 	// test can assert that a client never sent a malformed request.
 	Rejected int
@@ -78,16 +106,22 @@ type Stats struct {
 	// Revocations counts successful /revoke requests, including those for
 	// unknown tokens, which RFC 7009 answers with 200 as well.
 	Revocations int
-	// Requests counts every /token request, faulted ones included.
+	// Requests counts every request to a token endpoint (/token, /token/v2
+	// and /apptoken), faulted ones included.
 	Requests int
 }
 
-// Request is one /token request as received. It never holds a password or
-// client secret.
+// Request is one request to a token endpoint as received. It never holds a
+// password or client secret.
 type Request struct {
+	// Endpoint is the path requested: "/token", "/token/v2" or "/apptoken".
+	Endpoint string
+	// ClientID comes from the Basic header when there is one, else from the
+	// client_id body parameter (as /token/v2 and /apptoken expect).
 	GrantType, ClientID, Username, Scope, RefreshToken string
 	// HeaderOK reports whether the request carried a Basic header with the
-	// raw credentials of a known client at the time it arrived.
+	// raw credentials of a known API user's client at the time it arrived;
+	// it is always false for a well-formed /token/v2 or /apptoken request.
 	HeaderOK bool
 	// Status is the HTTP status sent back, or 0 while the request is still
 	// being handled or when no answer was sent (client gone, server closed).
@@ -99,6 +133,8 @@ type Request struct {
 type Server struct {
 	URL              string // base URL, e.g. http://127.0.0.1:port, set by Start
 	TokenURL         string // URL + "/token"
+	TokenV2URL       string // URL + "/token/v2", for API keys
+	AppTokenURL      string // URL + "/apptoken", for IrisX app installations
 	RevocationURL    string // URL + "/revoke"
 	IntrospectionURL string // URL + "/introspect"
 
@@ -107,29 +143,36 @@ type Server struct {
 	done      chan struct{} // closed by Close, releases requests held by faults
 	closeOnce sync.Once
 
-	// tokenDone, if set, is called when a /token request has been handled;
-	// tests use it to wait for a handler without sleeping.
+	// tokenDone, if set, is called when a token endpoint request has been
+	// handled; tests use it to wait for a handler without sleeping.
 	tokenDone func(*Request)
 
-	mu       sync.Mutex
-	users    map[string]User   // by username
-	clients  map[string]string // client ID → client secret
-	lifetime time.Duration
-	now      func() time.Time
-	faults   []Fault
-	sticky   *Fault
-	override func(http.ResponseWriter, *http.Request) bool
-	access   map[string]*accessToken
-	refresh  map[string]*refreshToken
-	stats    Stats
-	requests []*Request
+	mu          sync.Mutex
+	users       map[string]User              // by username
+	userClients map[string]string            // client ID → client secret, derived from users
+	ccClients   map[string]*credentialClient // API keys and app installations by client ID
+	lifetimes   map[string]time.Duration     // by token endpoint path
+	now         func() time.Time
+	faults      []Fault
+	sticky      *Fault
+	override    func(http.ResponseWriter, *http.Request) bool
+	access      map[string]*accessToken
+	refresh     map[string]*refreshToken
+	stats       Stats
+	requests    []*Request
+	issued      []Issuance
+	issuedIndex map[string]int // access or refresh token → index in issued
+	lockout     lockout
 }
 
-// grant is one successful password grant and every token derived from it by
-// refreshing; revoking a refresh token revokes the whole grant (RFC 7009 §2.1).
+// grant is one successful password or client credentials grant and every
+// token derived from it by refreshing; revoking a refresh token revokes the
+// whole grant (RFC 7009 §2.1).
 type grant struct {
-	username, clientID string
-	scope              []string // as granted by the password grant
+	endpoint           string // the token endpoint path that made the grant
+	username, clientID string // username is empty outside /token
+	accountID          string // app installations only
+	scope              []string
 	revoked            bool
 }
 
@@ -147,7 +190,19 @@ type refreshToken struct {
 	revoked bool
 }
 
-const defaultLifetime = 3600 * time.Second
+// The paths of the token endpoints.
+const (
+	tokenPath       = "/token"
+	apiKeyTokenPath = "/token/v2"
+	appTokenPath    = "/apptoken"
+)
+
+// Default access token lifetimes (expires_in) as Trackunit documents them.
+const (
+	DefaultTokenLifetime       = 3600 * time.Second // /token, API users
+	DefaultAPIKeyTokenLifetime = 1200 * time.Second // /token/v2, API keys
+	DefaultAppTokenLifetime    = 3600 * time.Second // /apptoken, app installations
+)
 
 // NewServer starts an emulator on a random loopback port. The caller should
 // Close it when finished.
@@ -161,13 +216,20 @@ func NewServer(users ...User) *Server {
 // or serve Handler on a listener of your own.
 func NewUnstartedServer(users ...User) *Server {
 	s := &Server{
-		done:     make(chan struct{}),
-		users:    make(map[string]User),
-		clients:  make(map[string]string),
-		lifetime: defaultLifetime,
-		now:      time.Now,
-		access:   make(map[string]*accessToken),
-		refresh:  make(map[string]*refreshToken),
+		done:        make(chan struct{}),
+		users:       make(map[string]User),
+		userClients: make(map[string]string),
+		ccClients:   make(map[string]*credentialClient),
+		lifetimes: map[string]time.Duration{
+			tokenPath:       DefaultTokenLifetime,
+			apiKeyTokenPath: DefaultAPIKeyTokenLifetime,
+			appTokenPath:    DefaultAppTokenLifetime,
+		},
+		now:         time.Now,
+		access:      make(map[string]*accessToken),
+		refresh:     make(map[string]*refreshToken),
+		issuedIndex: make(map[string]int),
+		lockout:     newLockout(),
 	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	for _, u := range users {
@@ -186,7 +248,9 @@ func (s *Server) Start() {
 	s.ts = httptest.NewUnstartedServer(s.handler)
 	s.ts.Start()
 	s.URL = s.ts.URL
-	s.TokenURL = s.URL + "/token"
+	s.TokenURL = s.URL + tokenPath
+	s.TokenV2URL = s.URL + apiKeyTokenPath
+	s.AppTokenURL = s.URL + appTokenPath
 	s.RevocationURL = s.URL + "/revoke"
 	s.IntrospectionURL = s.URL + "/introspect"
 }
@@ -202,12 +266,13 @@ func (s *Server) Close() {
 	})
 }
 
-// Handler returns the emulator's HTTP handler, which serves /token, /revoke
-// and /introspect.
+// Handler returns the emulator's HTTP handler, which serves /token,
+// /token/v2, /apptoken, /revoke and /introspect.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // AddUser adds u, replacing any user with the same username. The user's client
-// secret becomes the secret of its client ID.
+// secret becomes the secret of its client ID. It panics if the client ID
+// belongs to an API key or app installation.
 func (s *Server) AddUser(u User) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -215,27 +280,69 @@ func (s *Server) AddUser(u User) {
 }
 
 func (s *Server) addUserLocked(u User) {
+	if _, taken := s.ccClients[u.ClientID]; taken {
+		panic(fmt.Sprintf("iristest: client ID %q already belongs to an API key or app installation", u.ClientID))
+	}
 	s.users[u.Username] = u
 	s.rebuildClientsLocked()
 }
 
 func (s *Server) rebuildClientsLocked() {
-	clear(s.clients)
+	clear(s.userClients)
 	for _, u := range s.users {
-		s.clients[u.ClientID] = u.ClientSecret
+		s.userClients[u.ClientID] = u.ClientSecret
 	}
 }
 
-// RemoveUser deletes a user, as when an admin deletes the API user or rotates
-// its password (re-add it with the new one). Every token of the user is
-// revoked, so a client cannot carry on with refresh tokens issued under the
-// old password. The user's client disappears with its last user.
+// RemoveUser deletes a user, as when an admin deletes the API user. Every
+// token of the user is revoked, so a client cannot carry on with refresh
+// tokens issued before, and its lockout state is forgotten. The user's
+// client disappears with its last user.
 func (s *Server) RemoveUser(username string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.users, username)
 	s.rebuildClientsLocked()
 	s.revokeUserLocked(username)
+	s.lockout.forget(username)
+}
+
+// SetPassword changes a user's password, as a password change in Trackunit
+// Manager does. Tokens already issued stay valid (call RevokeAll as well to
+// model a change that ends the user's sessions). It panics for an unknown
+// user.
+func (s *Server) SetPassword(username, password string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.users[username]
+	if !ok {
+		panic(fmt.Sprintf("iristest: SetPassword: no user %q", username))
+	}
+	u.Password = password
+	s.users[username] = u
+}
+
+// SetClientSecret changes the secret of a client: an API user's client (for
+// every user sharing it), an API key or an app installation, as a secret
+// rotation would. Tokens already issued stay valid. It panics for an unknown
+// client ID.
+func (s *Server) SetClientSecret(clientID, secret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.ccClients[clientID]; c != nil {
+		c.secret = secret
+		return
+	}
+	if _, ok := s.userClients[clientID]; !ok {
+		panic(fmt.Sprintf("iristest: SetClientSecret: no client %q", clientID))
+	}
+	for name, u := range s.users {
+		if u.ClientID == clientID {
+			u.ClientSecret = secret
+			s.users[name] = u
+		}
+	}
+	s.rebuildClientsLocked()
 }
 
 // RevokeAll revokes every access and refresh token of a user, as when an admin
@@ -247,13 +354,17 @@ func (s *Server) RevokeAll(username string) {
 }
 
 func (s *Server) revokeUserLocked(username string) {
+	s.revokeGrantsLocked(func(g *grant) bool { return g.endpoint == tokenPath && g.username == username })
+}
+
+func (s *Server) revokeGrantsLocked(match func(*grant) bool) {
 	for _, t := range s.refresh {
-		if t.g.username == username {
+		if match(t.g) {
 			t.g.revoked = true
 		}
 	}
 	for _, t := range s.access {
-		if t.g.username == username {
+		if match(t.g) {
 			t.g.revoked = true
 		}
 	}
@@ -273,13 +384,24 @@ func (s *Server) LiveRefreshTokens(username string) int {
 	return n
 }
 
-// SetTokenLifetime sets expires_in for future grants. It is truncated to whole
-// seconds; a negative value counts as zero (tokens born expired).
-func (s *Server) SetTokenLifetime(d time.Duration) {
+// SetTokenLifetime sets expires_in for future grants at /token (default
+// DefaultTokenLifetime). It is truncated to whole seconds; a negative value
+// counts as zero (tokens born expired).
+func (s *Server) SetTokenLifetime(d time.Duration) { s.setLifetime(tokenPath, d) }
+
+// SetAPIKeyTokenLifetime is SetTokenLifetime for /token/v2 (default
+// DefaultAPIKeyTokenLifetime).
+func (s *Server) SetAPIKeyTokenLifetime(d time.Duration) { s.setLifetime(apiKeyTokenPath, d) }
+
+// SetAppTokenLifetime is SetTokenLifetime for /apptoken (default
+// DefaultAppTokenLifetime).
+func (s *Server) SetAppTokenLifetime(d time.Duration) { s.setLifetime(appTokenPath, d) }
+
+func (s *Server) setLifetime(endpoint string, d time.Duration) {
 	d = d.Truncate(time.Second)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lifetime = max(d, 0)
+	s.lifetimes[endpoint] = max(d, 0)
 }
 
 // SetClock replaces the clock used for issue and expiry times; nil restores
@@ -293,8 +415,9 @@ func (s *Server) SetClock(now func() time.Time) {
 	s.now = now
 }
 
-// FailNext queues f for the next n /token requests. Queued faults are used in
-// the order they were queued, one per request, before any sticky fault.
+// FailNext queues f for the next n token endpoint requests (/token,
+// /token/v2 and /apptoken share one queue). Queued faults are used in the
+// order they were queued, one per request, before any sticky fault.
 func (s *Server) FailNext(n int, f Fault) {
 	f.check()
 	s.mu.Lock()
@@ -304,8 +427,8 @@ func (s *Server) FailNext(n int, f Fault) {
 	}
 }
 
-// SetFault applies f to every /token request that finds no queued fault, until
-// SetFault(nil).
+// SetFault applies f to every token endpoint request that finds no queued
+// fault, until SetFault(nil).
 func (s *Server) SetFault(f *Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -318,8 +441,9 @@ func (s *Server) SetFault(f *Fault) {
 	s.sticky = &c
 }
 
-// SetResponseOverride installs fn, which sees every /token request (with its
-// body intact) before faults and protocol checks. When fn returns true it has
+// SetResponseOverride installs fn, which sees every token endpoint request
+// (with its body intact; r.URL.Path tells the endpoints apart) before faults
+// and protocol checks. When fn returns true it has
 // answered and the emulator does nothing more. nil removes the override.
 func (s *Server) SetResponseOverride(fn func(w http.ResponseWriter, r *http.Request) bool) {
 	s.mu.Lock()
@@ -334,15 +458,18 @@ func (s *Server) Stats() Stats {
 	return s.stats
 }
 
-// ResetStats zeroes the counters and forgets the request log.
+// ResetStats zeroes the counters (RefusedAttempts included) and forgets the
+// request log. It keeps the record of issued tokens, which leak checks need
+// whole, and the lockout state, which belongs to the accounts.
 func (s *Server) ResetStats() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats = Stats{}
 	s.requests = nil
+	clear(s.lockout.refused)
 }
 
-// Requests returns a copy of the /token request log, oldest first.
+// Requests returns a copy of the token endpoint request log, oldest first.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -464,9 +464,9 @@ func TestRequestLog(t *testing.T) {
 
 	reqs := s.Requests()
 	want := []Request{
-		{GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api offline_access", HeaderOK: true, Status: 200, Time: clock.now()},
-		{GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 401, Time: clock.now()},
-		{GrantType: "password", ClientID: "x", Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 400, Time: clock.now()},
+		{Endpoint: "/token", GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api offline_access", HeaderOK: true, Status: 200, Time: clock.now()},
+		{Endpoint: "/token", GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 401, Time: clock.now()},
+		{Endpoint: "/token", GrantType: "password", ClientID: "x", Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 400, Time: clock.now()},
 	}
 	if len(reqs) != len(want) {
 		t.Fatalf("got %d requests", len(reqs))

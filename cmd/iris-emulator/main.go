@@ -4,6 +4,9 @@
 // Basic authentication over the raw client_id:client_secret pair, form bodies
 // only, single-use refresh tokens.
 //
+// Besides the API user it can serve API keys at /token/v2 (-api-key) and IrisX
+// app installations at /apptoken (-app), each flag repeatable.
+//
 // It prints the token URL on stdout once listening and never logs secrets or
 // tokens.
 package main
@@ -20,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -65,7 +69,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	clientSecret := fs.String("client-secret", demoClientSecret, "OAuth client secret of the API user")
 	username := fs.String("username", demoUsername, "API user name")
 	password := fs.String("password", demoPassword, "API user password")
-	lifetime := fs.Duration("token-lifetime", 3600*time.Second, "access token lifetime (expires_in, whole seconds)")
+	lifetime := fs.Duration("token-lifetime", iristest.DefaultTokenLifetime, "access token lifetime at /token (expires_in, whole seconds)")
+	keyLifetime := fs.Duration("api-key-token-lifetime", iristest.DefaultAPIKeyTokenLifetime, "access token lifetime at /token/v2")
+	appLifetime := fs.Duration("app-token-lifetime", iristest.DefaultAppTokenLifetime, "access token lifetime at /apptoken")
+	var keys []iristest.APIKey
+	fs.Func("api-key", "add an API key `client_id:client_secret:scope1,scope2` served at /token/v2 (repeatable; only the secret may hold colons)", func(v string) error {
+		k, err := parseAPIKey(v)
+		keys = append(keys, k)
+		return err
+	})
+	var apps []iristest.AppInstallation
+	fs.Func("app", "add an app installation `client_id:client_secret:account_id:scope1,scope2` served at /apptoken (repeatable; only the secret may hold colons)", func(v string) error {
+		a, err := parseApp(v)
+		apps = append(apps, a)
+		return err
+	})
 	legacy := fs.Bool("legacy", false, "emulate an API user created before 2025, which never gets refresh tokens")
 	readyFile := fs.String("ready-file", "", "write the base URL to this `file` once listening (removed on exit)")
 	if err := fs.Parse(args); err != nil {
@@ -78,8 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "iris-emulator: unexpected arguments %q\n", fs.Args())
 		return errUsage
 	}
-	if *lifetime < 0 {
-		return errors.New("-token-lifetime must not be negative")
+	if *lifetime < 0 || *keyLifetime < 0 || *appLifetime < 0 {
+		return errors.New("token lifetimes must not be negative")
 	}
 	if *clientID == "" || *clientSecret == "" || *username == "" || *password == "" {
 		return errors.New("-client-id, -client-secret, -username and -password must not be empty")
@@ -98,6 +116,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		NoRefreshTokens: *legacy,
 	})
 	emu.SetTokenLifetime(*lifetime)
+	emu.SetAPIKeyTokenLifetime(*keyLifetime)
+	emu.SetAppTokenLifetime(*appLifetime)
+	if err := addClients(emu, *clientID, keys, apps); err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -130,6 +153,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, base+"/token")
 	fmt.Fprintf(stderr, "iris-emulator: client %s, user %s, token lifetime %s, refresh tokens %t\n",
 		*clientID, *username, lifetime.Truncate(time.Second), !*legacy)
+	for _, k := range keys {
+		fmt.Fprintf(stderr, "iris-emulator: API key %s at %s/token/v2, scopes %s, token lifetime %s\n",
+			k.ClientID, base, strings.Join(k.AllowedScopes, " "), keyLifetime.Truncate(time.Second))
+	}
+	for _, a := range apps {
+		fmt.Fprintf(stderr, "iris-emulator: app client %s of account %s at %s/apptoken, scopes %s, token lifetime %s\n",
+			a.ClientID, a.AccountID, base, strings.Join(a.Scopes, " "), appLifetime.Truncate(time.Second))
+	}
 
 	select {
 	case err := <-serveErr:
@@ -145,6 +176,71 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		srv.Close()
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// parseAPIKey reads client_id:client_secret:scopes. The secret is everything
+// between the first and the last colon, so it may hold colons itself; client
+// IDs and scopes cannot.
+func parseAPIKey(v string) (iristest.APIKey, error) {
+	id, rest, _ := strings.Cut(v, ":")
+	i := strings.LastIndex(rest, ":")
+	if i < 0 {
+		return iristest.APIKey{}, errors.New("want client_id:client_secret:scope1,scope2")
+	}
+	scopes, err := parseScopes(rest[i+1:])
+	k := iristest.APIKey{ClientID: id, ClientSecret: rest[:i], AllowedScopes: scopes}
+	if err == nil && (k.ClientID == "" || k.ClientSecret == "") {
+		err = errors.New("client_id and client_secret must not be empty")
+	}
+	return k, err
+}
+
+// parseApp reads client_id:client_secret:account_id:scopes; as in parseAPIKey
+// only the secret may hold colons.
+func parseApp(v string) (iristest.AppInstallation, error) {
+	id, rest, _ := strings.Cut(v, ":")
+	i := strings.LastIndex(rest, ":")
+	j := strings.LastIndex(rest[:max(i, 0)], ":")
+	if j < 0 {
+		return iristest.AppInstallation{}, errors.New("want client_id:client_secret:account_id:scope1,scope2")
+	}
+	scopes, err := parseScopes(rest[i+1:])
+	a := iristest.AppInstallation{ClientID: id, ClientSecret: rest[:j], AccountID: rest[j+1 : i], Scopes: scopes}
+	if err == nil && (a.ClientID == "" || a.ClientSecret == "" || a.AccountID == "") {
+		err = errors.New("client_id, client_secret and account_id must not be empty")
+	}
+	return a, err
+}
+
+func parseScopes(list string) ([]string, error) {
+	scopes := strings.Split(list, ",")
+	for _, sc := range scopes {
+		if sc == "" || strings.ContainsAny(sc, " \t") {
+			return nil, fmt.Errorf("invalid scope list %q: want scope1,scope2", list)
+		}
+	}
+	return scopes, nil
+}
+
+// addClients adds API keys and apps, turning the emulator's panic on a
+// client ID used twice into an error for the command line.
+func addClients(emu *iristest.Server, userClientID string, keys []iristest.APIKey, apps []iristest.AppInstallation) error {
+	seen := map[string]bool{userClientID: true}
+	for _, k := range keys {
+		if seen[k.ClientID] {
+			return fmt.Errorf("client ID %s is used twice", k.ClientID)
+		}
+		seen[k.ClientID] = true
+		emu.AddAPIKey(k)
+	}
+	for _, a := range apps {
+		if seen[a.ClientID] {
+			return fmt.Errorf("client ID %s is used twice", a.ClientID)
+		}
+		seen[a.ClientID] = true
+		emu.AddApp(a)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -151,6 +152,131 @@ func TestBadFlags(t *testing.T) {
 		{"-addr", "nonsense"},
 	} {
 		if err := run(context.Background(), args, io.Discard, io.Discard); err == nil {
+			t.Errorf("run(%q) succeeded", args)
+		}
+	}
+}
+
+func TestParseAPIKey(t *testing.T) {
+	// Only the secret may hold colons: the last colon starts the scopes.
+	k, err := parseAPIKey("0oakey:se:cr+et:assets.read,sites")
+	if err != nil || k.ClientID != "0oakey" || k.ClientSecret != "se:cr+et" || strings.Join(k.AllowedScopes, " ") != "assets.read sites" {
+		t.Fatalf("got %+v, %v", k, err)
+	}
+	for _, bad := range []string{"", "0oakey", "0oakey:secret", ":secret:sites", "0oakey::sites", "0oakey:secret:", "0oakey:secret:a,,b", "0oakey:secret:a b"} {
+		if k, err := parseAPIKey(bad); err == nil {
+			t.Errorf("parseAPIKey(%q) = %+v", bad, k)
+		}
+	}
+}
+
+func TestParseApp(t *testing.T) {
+	a, err := parseApp("0oaapp:s:e:c:acct-1:asset.read,fleet.read")
+	if err != nil || a.ClientID != "0oaapp" || a.ClientSecret != "s:e:c" || a.AccountID != "acct-1" || strings.Join(a.Scopes, " ") != "asset.read fleet.read" {
+		t.Fatalf("got %+v, %v", a, err)
+	}
+	for _, bad := range []string{"", "0oaapp:secret:scopes", "0oaapp:secret::scopes", "0oaapp::acct:scopes", ":s:acct:scopes", "0oaapp:s:acct:"} {
+		if a, err := parseApp(bad); err == nil {
+			t.Errorf("parseApp(%q) = %+v", bad, a)
+		}
+	}
+}
+
+func TestRunWithAPIKeysAndApps(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outR, outW := io.Pipe()
+	var stderr lockedBuilder
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{
+			"-addr", "127.0.0.1:0", "-api-key-token-lifetime", "60s", "-app-token-lifetime", "120s",
+			"-api-key", "0oakey1:key-secret-1:assets.read,sites",
+			"-api-key", "0oakey2:key-secret-2:alerts.read",
+			"-app", "0oaapp1:app-secret-1:acct-7:fleet.read",
+		}, outW, &stderr)
+		outW.Close()
+	}()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, outR)
+	base := strings.TrimSuffix(strings.TrimSpace(line), "/token")
+
+	grant := func(path, id, secret, scope string) (int, map[string]any) {
+		t.Helper()
+		body := url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}, "scope": {scope}}
+		resp, err := http.Post(base+path, "application/x-www-form-urlencoded", strings.NewReader(body.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var tok map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, tok
+	}
+	if status, tok := grant("/token/v2", "0oakey1", "key-secret-1", "sites assets.read"); status != 200 || tok["expires_in"] != float64(60) || tok["scope"] != "sites assets.read" {
+		t.Errorf("API key 1: %d %v", status, tok)
+	}
+	if status, tok := grant("/token/v2", "0oakey2", "key-secret-2", "alerts.read"); status != 200 {
+		t.Errorf("API key 2: %d %v", status, tok)
+	}
+	if status, tok := grant("/token/v2", "0oakey2", "key-secret-2", "sites"); status != 400 || tok["error"] != "invalid_scope" {
+		t.Errorf("API key 2 beyond its scopes: %d %v", status, tok)
+	}
+	if status, tok := grant("/apptoken", "0oaapp1", "app-secret-1", "fleet.read"); status != 200 || tok["expires_in"] != float64(120) {
+		t.Errorf("app: %d %v", status, tok)
+	}
+
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	out := stderr.String()
+	for _, want := range []string{"API key 0oakey1", "assets.read sites", "API key 0oakey2", "app client 0oaapp1 of account acct-7", base + "/token/v2", base + "/apptoken"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("startup output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{"key-secret-1", "key-secret-2", "app-secret-1"} {
+		if strings.Contains(out+line, secret) {
+			t.Errorf("output contains a secret:\n%s", out)
+		}
+	}
+}
+
+// lockedBuilder lets the test read stderr while run may still write to it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestBadClientFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-api-key", "0oakey"},
+		{"-app", "0oaapp:secret:scopes"},
+		{"-api-key-token-lifetime", "-1s"},
+		{"-app-token-lifetime", "-1s"},
+		{"-api-key", demoClientID + ":secret:sites"},
+		{"-api-key", "0oadup:a:sites", "-app", "0oadup:b:acct:sites"},
+		{"-api-key", "0oadup:a:sites", "-api-key", "0oadup:b:sites"},
+	} {
+		if err := run(context.Background(), append([]string{"-addr", "127.0.0.1:0"}, args...), io.Discard, io.Discard); err == nil {
 			t.Errorf("run(%q) succeeded", args)
 		}
 	}
