@@ -23,7 +23,9 @@ import (
 
 const (
 	configStoragePrefix = "config/"
-	configShapeVersion  = 1
+	// configShapeVersion 2 added ID; entries of shape 1 are read as they
+	// are (see identity).
+	configShapeVersion = 2
 
 	// DefaultTokenURL is the IRIS authorization server's token endpoint.
 	DefaultTokenURL = "https://auth.trackunit.com/token"
@@ -37,12 +39,22 @@ const (
 	maxRevocationTimeout = 3 * time.Second
 )
 
-var defaultScopes = []string{"api", "offline_access"}
+// kindAPIUser is the credential kind of an IRIS API user.
+const kindAPIUser = "api_user"
+
+// scopeOfflineAccess makes IRIS issue refresh tokens.
+const scopeOfflineAccess = "offline_access"
+
+var defaultScopes = []string{"api", scopeOfflineAccess}
 
 // apiUserConfig is one stored IRIS API user.
 type apiUserConfig struct {
 	// ShapeVersion lets a later release upgrade stored entries.
-	ShapeVersion    int           `json:"shape_version"`
+	ShapeVersion int `json:"shape_version"`
+	// ID is fixed when the API user is created, and changes only with its
+	// client ID or username: a lease or session of one API user is never
+	// renewed as another that was given the same name since.
+	ID              string        `json:"id,omitempty"`
 	ClientID        string        `json:"client_id"`
 	ClientSecret    string        `json:"client_secret"`
 	Username        string        `json:"username"`
@@ -114,6 +126,18 @@ func (c *apiUserConfig) validate(creating bool) []string {
 	return problems
 }
 
+// identity is the API user's ID. Entries written before IDs existed have
+// none; their generation stands in, as it does in their leases, so that a
+// lease of an API user left unchanged by the upgrade still renews.
+func (c *apiUserConfig) identity() string {
+	if c.ID != "" {
+		return c.ID
+	}
+	return legacyIdentity(c.Generation)
+}
+
+func legacyIdentity(generation string) string { return "generation:" + generation }
+
 // tokenIdentity is what decides which tokens IRIS issues for this config.
 func (c *apiUserConfig) tokenIdentity() string {
 	return strings.Join([]string{c.ClientID, c.ClientSecret, c.Username, c.Password,
@@ -131,9 +155,24 @@ func (c *apiUserConfig) endpoint() irisauth.Endpoint {
 	}
 }
 
-// logInGrant obtains a token from the API user's own credentials.
-func (c *apiUserConfig) logInGrant() irisauth.Grant {
-	return c.endpoint().PasswordGrant(c.Username, c.Password, c.Scopes)
+// logInGrant obtains a token from the API user's own credentials. Only a
+// caller that keeps the refresh token asks for one (offline_access): one
+// that would throw it away would leave it alive at IRIS for nobody.
+func (c *apiUserConfig) logInGrant(keepsRefreshToken bool) irisauth.Grant {
+	return c.endpoint().PasswordGrant(c.Username, c.Password, c.scopesFor(keepsRefreshToken))
+}
+
+func (c *apiUserConfig) scopesFor(keepsRefreshToken bool) []string {
+	if keepsRefreshToken {
+		return c.Scopes
+	}
+	scopes := make([]string, 0, len(c.Scopes))
+	for _, s := range c.Scopes {
+		if s != scopeOfflineAccess {
+			scopes = append(scopes, s)
+		}
+	}
+	return scopes
 }
 
 func (c *apiUserConfig) refreshGrant(refreshToken string) irisauth.Grant {
@@ -220,9 +259,12 @@ func newGeneration() string {
 
 // storeAPIUser stores cfg in place of existing (nil: a new API user), unless
 // a write or delete landed since existing was read; verified, the token of
-// the verifying grant if there was one, becomes the shared token.
+// the verifying grant if there was one, becomes the shared token. A write
+// ends any hold on the API user's grants: it may have fixed what IRIS
+// refused.
 func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) error {
-	return b.withSessionLock(name, func() error {
+	var abandoned *tokenSession
+	err := b.withSessionLock(name, func() error {
 		// The verifying grant ran unlocked: a write or delete that landed
 		// meanwhile must not be undone by storing a copy of what it replaced.
 		current, err := b.configs.loadUncached(ctx, s, name)
@@ -235,20 +277,43 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 		if err := b.configs.save(ctx, s, name, cfg); err != nil {
 			return err
 		}
-		return b.sessionAfterConfigWrite(ctx, s, name, existing, cfg, verified)
+		abandoned, err = b.sessionAfterConfigWrite(ctx, s, name, existing, cfg, verified)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	b.grants.endHold(name)
+	b.revokeAbandonedSession(ctx, name, existing, abandoned)
+	return nil
 }
 
 // deleteAPIUser deletes the API user and its shared token. Under the session
 // lock, so that a grant in flight cannot write a session back after the
 // delete: delete always wins.
 func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name string) error {
-	return b.withSessionLock(name, func() error {
+	var cfg *apiUserConfig
+	var abandoned *tokenSession
+	err := b.withSessionLock(name, func() error {
+		var err error
+		if cfg, err = b.configs.loadUncached(ctx, s, name); err != nil {
+			return err
+		}
+		if abandoned, err = b.sessions.loadUncached(ctx, s, name); err != nil {
+			return err
+		}
 		if err := b.configs.delete(ctx, s, name); err != nil {
 			return err
 		}
 		return b.sessions.delete(ctx, s, name)
 	})
+	if err != nil {
+		return err
+	}
+	b.grants.forget(name)
+	b.forgetRead(name)
+	b.revokeAbandonedSession(ctx, name, cfg, abandoned)
+	return nil
 }
 
 // config returns the stored API user, or nil when there is none.

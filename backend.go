@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -27,6 +28,7 @@ type backend struct {
 	client *irisauth.Client
 	now    func() time.Time
 
+	grants   *grantBook
 	configs  *entryCache[apiUserConfig]
 	sessions *entryCache[tokenSession]
 
@@ -38,6 +40,10 @@ type backend struct {
 	// afterGrant, when set by a test, runs between a session grant and its
 	// write-back: the window in which config changes must win.
 	afterGrant func(name string)
+
+	// lastSweep is when the periodic function last swept spent refresh
+	// token records (unix seconds).
+	lastSweep atomic.Int64
 
 	// lastRead tells the periodic refresh which sessions are in use.
 	lastReadMu sync.Mutex
@@ -72,6 +78,7 @@ func newBackend(opts backendOptions) *backend {
 	if b.now == nil {
 		b.now = time.Now
 	}
+	b.grants = newGrantBook(b.now)
 	if b.client == nil {
 		b.client = newIRISClient(nil)
 	}
@@ -92,12 +99,13 @@ func newBackend(opts backendOptions) *backend {
 			pathConfig(b),
 			pathCreds(b),
 			pathToken(b),
+			pathStatus(b),
 		),
 		Secrets: []*framework.Secret{
 			secretAccessToken(b),
 		},
 		Invalidate:   b.invalidate,
-		PeriodicFunc: b.periodicRefresh,
+		PeriodicFunc: b.periodic,
 	}
 	return b
 }
@@ -136,6 +144,28 @@ func (b *backend) HandleExistenceCheck(ctx context.Context, req *logical.Request
 		return true, false, nil
 	}
 	return b.Backend.HandleExistenceCheck(ctx, req)
+}
+
+// spentSweepInterval spaces the sweeps of spent refresh token records:
+// they expire after days, and listing them every minute would cost for
+// nothing.
+const spentSweepInterval = time.Hour
+
+// periodic is Vault's about-once-a-minute call: shared tokens are replaced
+// ahead of time, and spent refresh token records swept now and then. Only a
+// node that may write storage does either.
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	if !b.canWriteStorage() {
+		return nil
+	}
+	if err := b.periodicRefresh(ctx, req); err != nil {
+		return err
+	}
+	now := b.now()
+	if last := b.lastSweep.Load(); now.Sub(time.Unix(last, 0)) >= spentSweepInterval && b.lastSweep.CompareAndSwap(last, now.Unix()) {
+		return b.sweepSpentRefreshTokens(ctx, req.Storage)
+	}
+	return nil
 }
 
 // invalidate is called by Vault Enterprise when replicated storage changes

@@ -8,9 +8,10 @@ import (
 	"vault-plugin-secrets-iris/irisauth"
 )
 
-// The engine's side of the OAuth client: the mount's irisauth.Client, and
-// the grant strategy every token path shares. The protocol itself lives in
-// package irisauth.
+// The engine's side of the OAuth client: the mount's irisauth.Client, the
+// gate every grant passes (holds on refused credentials, health records),
+// and the grant strategy every token path shares. The protocol itself lives
+// in package irisauth.
 
 func newIRISClient(logger hclog.Logger) *irisauth.Client {
 	client := irisauth.NewClient(logger)
@@ -18,38 +19,71 @@ func newIRISClient(logger hclog.Logger) *irisauth.Client {
 	return client
 }
 
-// logIn obtains a new token from the API user's own credentials.
-func (b *backend) logIn(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
-	res, err := b.client.Exchange(ctx, cfg.logInGrant())
+// grant sends g for the API user unless its credentials are held back, and
+// records the outcome.
+func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, g irisauth.Grant) (irisauth.Result, error) {
+	if err := b.grants.admit(ref.name, cfg.Generation); err != nil {
+		return irisauth.Result{}, err
+	}
+	res, err := b.client.Exchange(ctx, g)
+	b.grants.record(ref.name, cfg.Generation, g.Type, err)
+	if err != nil && refusesCredentials(g.Type, err) {
+		b.Logger().Warn("IRIS refused the API user's credentials; holding further grants back", "name", ref.name, "error", err)
+	}
+	return res, err
+}
+
+// verify checks credentials about to be stored with one grant. It is not
+// held back: an operator writing the config is the one who can fix what
+// IRIS refused, and a write ends any hold anyway.
+func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
+	res, err := b.client.Exchange(ctx, cfg.logInGrant(true))
 	return res.Token, err
 }
 
-// refreshOrLogIn uses the refresh token when there is one and falls back to
-// logging in when IRIS refuses it (rotated elsewhere, expired, or consumed
-// by a request whose answer was lost) or when there is none. The outcome
-// says what became of the refresh token, whether or not a token came back.
-func (b *backend) refreshOrLogIn(ctx context.Context, name string, cfg *apiUserConfig, refreshToken string) (*irisauth.Token, irisauth.RefreshOutcome, error) {
+// logIn obtains a new token from the API user's own credentials.
+func (b *backend) logIn(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, keepsRefreshToken bool) (*irisauth.Token, error) {
+	res, err := b.grant(ctx, ref, cfg, cfg.logInGrant(keepsRefreshToken))
+	return res.Token, err
+}
+
+// refreshOrLogIn obtains a token for a holder that keeps refresh tokens. It
+// sends the refresh token when there is one, and logs in instead, within
+// the same call, whenever the refresh token may be spent: IRIS refused it,
+// or the answer was lost after IRIS may have acted on it. A refresh token is
+// therefore never sent twice; the outcome tells the caller whether the one
+// it passed is still good (only when IRIS provably did not act on it).
+func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, refreshToken string) (*irisauth.Token, irisauth.RefreshOutcome, error) {
 	if refreshToken == "" {
-		tok, err := b.logIn(ctx, cfg)
+		tok, err := b.logIn(ctx, ref, cfg, true)
 		return tok, irisauth.RefreshTokenUnused, err
 	}
-	res, err := b.client.Exchange(ctx, cfg.refreshGrant(refreshToken))
-	if err == nil || !irisauth.IsRejected(err, "invalid_grant") {
+	res, err := b.grant(ctx, ref, cfg, cfg.refreshGrant(refreshToken))
+	switch res.RefreshToken {
+	case irisauth.RefreshTokenRotated, irisauth.RefreshTokenUnused:
 		return res.Token, res.RefreshToken, err
 	}
-	b.Logger().Info("refresh token refused; falling back to the password grant", "name", name)
-	tok, err := b.logIn(ctx, cfg)
+	b.Logger().Info("refresh token refused or possibly spent; logging in with the password grant instead",
+		"name", ref.name, "refresh_token", res.RefreshToken.String(), "error", err)
+	tok, err := b.logIn(ctx, ref, cfg, true)
 	return tok, res.RefreshToken, err
 }
 
 // revokeAtIRIS makes one short best-effort revocation call, where the API
 // user has a revocation endpoint; a failure is logged, never returned, since
-// Vault's side of a revocation must not depend on IRIS.
+// Vault's side of a revocation must not depend on IRIS. After an endpoint
+// did not answer, calls are skipped for a while.
 func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, token, tokenTypeHint string) {
 	if cfg.RevocationURL == "" || token == "" {
 		return
 	}
-	if err := b.client.Revoke(ctx, cfg.endpoint(), cfg.RevocationURL, token, tokenTypeHint, cfg.revocationTimeout()); err != nil {
+	if b.grants.revocationPaused(name) {
+		b.Logger().Debug("skipping remote revocation: the endpoint did not answer recently", "name", name)
+		return
+	}
+	err := b.client.Revoke(ctx, cfg.endpoint(), cfg.RevocationURL, token, tokenTypeHint, cfg.revocationTimeout())
+	if err != nil {
+		b.grants.revocationFailed(name, cfg.Generation, err)
 		b.Logger().Warn("best-effort revocation at IRIS failed", "name", name, "error", err)
 	}
 }

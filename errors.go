@@ -15,8 +15,8 @@ import (
 // on, and carries a status that tells callers whether to retry.
 
 // upstreamResponseError is the error for a read or write that called IRIS.
-func upstreamResponseError(name string, err error) error {
-	return logical.CodedError(upstreamStatus(err), describeUpstreamError(name, err))
+func upstreamResponseError(ref apiUserRef, err error) error {
+	return logical.CodedError(upstreamStatus(err), describeUpstreamError(ref, err))
 }
 
 // upstreamStatus maps a client error to an HTTP status: 502 when IRIS
@@ -39,15 +39,15 @@ func upstreamStatus(err error) int {
 
 // describeUpstreamError is the operator-facing text of a client error. It
 // has no secret in it: the client's errors carry none.
-func describeUpstreamError(name string, err error) string {
-	msg := fmt.Sprintf("API user %q: %s", name, err)
-	if hint := upstreamHint(name, err); hint != "" {
+func describeUpstreamError(ref apiUserRef, err error) string {
+	msg := fmt.Sprintf("API user %q: %s", ref.name, err)
+	if hint := upstreamHint(ref, err); hint != "" {
 		msg += ": " + hint
 	}
 	return msg
 }
 
-func upstreamHint(name string, err error) string {
+func upstreamHint(ref apiUserRef, err error) string {
 	var irisErr *irisauth.Error
 	if !errors.As(err, &irisErr) {
 		return ""
@@ -59,11 +59,11 @@ func upstreamHint(name string, err error) string {
 			if irisErr.Grant == irisauth.GrantRefreshToken {
 				return "the refresh token was refused"
 			}
-			return fmt.Sprintf("wrong username or password, or the API user was deleted or its password changed in Trackunit Manager; update them at iris/config/%s", name)
+			return fmt.Sprintf("wrong username or password, or the API user was deleted or its password changed in Trackunit Manager; update them at %s", ref.configPath())
 		case "invalid_client":
-			return fmt.Sprintf("wrong client ID or client secret; update client_id and client_secret at iris/config/%s", name)
+			return fmt.Sprintf("wrong client ID or client secret; update client_id and client_secret at %s", ref.configPath())
 		case "invalid_scope":
-			return fmt.Sprintf("IRIS refused the requested scopes; check scopes at iris/config/%s", name)
+			return fmt.Sprintf("IRIS refused the requested scopes; check scopes at %s", ref.configPath())
 		case "unauthorized_client", "unsupported_grant_type":
 			return "this IRIS client is not allowed to use this grant"
 		}

@@ -30,6 +30,10 @@ var demoUser = iristest.User{
 	Password:     "pa55word-never-shown",
 }
 
+// testMount is where Vault would have mounted the engine; the router puts it
+// in every request.
+const testMount = "iris/"
+
 // testClock is the injected clock: tests advance it instead of sleeping.
 type testClock struct {
 	mu  sync.Mutex
@@ -117,7 +121,7 @@ func (env *testEnv) request(op logical.Operation, path string, data map[string]i
 }
 
 func (env *testEnv) requestOn(b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
-	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s}
+	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s, MountPoint: testMount}
 	resp, err := b.HandleRequest(context.Background(), req)
 	env.recordForLeakCheck(resp, err)
 	return resp, err
@@ -238,14 +242,14 @@ func (env *testEnv) readCreds(name string) *logical.Response {
 func (env *testEnv) renew(lease *logical.Secret, increment time.Duration) (*logical.Response, error) {
 	secret := *lease
 	secret.Increment = increment
-	req := &logical.Request{Operation: logical.RenewOperation, Path: "creds/x", Secret: &secret, Storage: env.storage}
+	req := &logical.Request{Operation: logical.RenewOperation, Path: "creds/x", Secret: &secret, Storage: env.storage, MountPoint: testMount}
 	resp, err := env.b.HandleRequest(context.Background(), req)
 	env.recordForLeakCheck(resp, err)
 	return resp, err
 }
 
 func (env *testEnv) revoke(lease *logical.Secret) error {
-	req := &logical.Request{Operation: logical.RevokeOperation, Path: "creds/x", Secret: lease, Storage: env.storage}
+	req := &logical.Request{Operation: logical.RevokeOperation, Path: "creds/x", Secret: lease, Storage: env.storage, MountPoint: testMount}
 	resp, err := env.b.HandleRequest(context.Background(), req)
 	env.recordForLeakCheck(resp, err)
 	if err == nil && resp != nil && resp.IsError() {

@@ -237,16 +237,29 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if problems := applyConfigFields(cfg, d, existing == nil); len(problems) > 0 {
 		return logical.ErrorResponse("invalid configuration for API user %q: %s", name, strings.Join(problems, "; ")), nil
 	}
+	if missing := secretsMissingForNewEndpoint(existing, cfg, d); len(missing) > 0 {
+		return logical.ErrorResponse("API user %q: changing %s or %s sends the stored secrets to a new address, so the same write must carry them: %s missing; nothing was changed",
+			name, keyTokenURL, keyRevocationURL, strings.Join(missing, " and ")), nil
+	}
 
+	cfg.ShapeVersion = configShapeVersion
 	if existing == nil || existing.tokenIdentity() != cfg.tokenIdentity() {
 		cfg.Generation = newGeneration()
+	}
+	switch {
+	case existing == nil, existing.ClientID != cfg.ClientID, existing.Username != cfg.Username:
+		// Another API user, whatever the name: nothing issued for the
+		// previous one may act for this one.
+		cfg.ID = newGeneration()
+	default:
+		cfg.ID = existing.identity()
 	}
 
 	var verified *irisauth.Token
 	if d.Get(keyVerify).(bool) {
-		verified, err = b.logIn(ctx, cfg)
+		verified, err = b.verify(ctx, cfg)
 		if err != nil {
-			return verifyFailure(name, err)
+			return verifyFailure(refFor(req, name), err)
 		}
 	}
 
@@ -264,14 +277,22 @@ func applyConfigFields(cfg *apiUserConfig, d *framework.FieldData, creating bool
 	var problems []string
 	for key, dst := range map[string]*string{
 		keyClientID:      &cfg.ClientID,
-		keyClientSecret:  &cfg.ClientSecret,
 		keyUsername:      &cfg.Username,
-		keyPassword:      &cfg.Password,
 		keyTokenURL:      &cfg.TokenURL,
 		keyRevocationURL: &cfg.RevocationURL,
 	} {
 		if v, ok := d.GetOk(key); ok {
 			*dst = strings.TrimSpace(v.(string))
+		}
+	}
+	// Secrets are stored byte for byte: trimming would store another
+	// password than the one written, and fail at IRIS far from the cause.
+	for key, dst := range map[string]*string{
+		keyClientSecret: &cfg.ClientSecret,
+		keyPassword:     &cfg.Password,
+	} {
+		if v, ok := d.GetOk(key); ok {
+			*dst = v.(string)
 		}
 	}
 	if v, ok := d.GetOk(keyScopes); ok {
@@ -297,11 +318,28 @@ func applyConfigFields(cfg *apiUserConfig, d *framework.FieldData, creating bool
 	return append(problems, cfg.validate(creating)...)
 }
 
+// secretsMissingForNewEndpoint names the secrets an update must carry
+// because it changes where they are sent: otherwise anyone allowed to update
+// the config could point it at their own host and collect secrets they were
+// never shown.
+func secretsMissingForNewEndpoint(existing, cfg *apiUserConfig, d *framework.FieldData) []string {
+	if existing == nil || (existing.TokenURL == cfg.TokenURL && existing.RevocationURL == cfg.RevocationURL) {
+		return nil
+	}
+	var missing []string
+	for _, key := range []string{keyClientSecret, keyPassword} {
+		if _, ok := d.Raw[key]; !ok {
+			missing = append(missing, key)
+		}
+	}
+	return missing
+}
+
 // verifyFailure answers a write whose verifying grant failed. IRIS refusing
 // the credentials is the writer's mistake: a plain 400 error response, which
 // Vault shows without wrapping. IRIS being down is not (5xx).
-func verifyFailure(name string, err error) (*logical.Response, error) {
-	msg := fmt.Sprintf("credentials not stored: %s (verify=false stores them without checking)", describeUpstreamError(name, err))
+func verifyFailure(ref apiUserRef, err error) (*logical.Response, error) {
+	msg := fmt.Sprintf("credentials not stored: %s (verify=false stores them without checking)", describeUpstreamError(ref, err))
 	if irisauth.IsRejected(err) {
 		return logical.ErrorResponse(msg), nil
 	}

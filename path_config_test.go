@@ -196,7 +196,7 @@ func TestConfigURLRulesHoldOnUpdate(t *testing.T) {
 	}
 	// Loopback in every spelling is allowed for local emulators.
 	for _, u := range []string{"http://localhost:1/token", "http://127.0.0.2:1/token", "http://[::1]:1/token"} {
-		data := map[string]interface{}{"revocation_url": u}
+		data := map[string]interface{}{"revocation_url": u, "client_secret": demoUser.ClientSecret, "password": demoUser.Password}
 		env.mustRequest(logical.UpdateOperation, "config/demo", data)
 	}
 }

@@ -52,14 +52,14 @@ instead of one password grant per read.
 `
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, cfg, errResp, err := b.apiUser(ctx, req, d)
+	ref, cfg, errResp, err := b.apiUser(ctx, req, d)
 	if errResp != nil || err != nil {
 		return errResp, err
 	}
-	tok, err := b.logIn(ctx, cfg)
+	tok, err := b.logIn(ctx, ref, cfg, cfg.RenewableLeases)
 	if err != nil {
-		b.Logger().Warn("password grant failed", "name", name, "error", err)
-		return nil, upstreamResponseError(name, err)
+		b.Logger().Warn("could not obtain a token", "name", ref.name, "error", err)
+		return nil, upstreamResponseError(ref, err)
 	}
-	return b.leaseAccessToken(name, cfg, tok), nil
+	return b.leaseAccessToken(ref, cfg, tok)
 }

@@ -26,7 +26,8 @@ func TestCredsReadReturnsLeasedToken(t *testing.T) {
 	active, expiresAt := env.iris.Introspect(resp.Data["access_token"].(string))
 	require.True(t, active)
 	require.Equal(t, "Bearer", resp.Data["token_type"])
-	require.Equal(t, "api offline_access", resp.Data["scope"])
+	require.Equal(t, "api", resp.Data["scope"], "a non-renewable lease keeps no refresh token, so it asks for none")
+	require.Empty(t, env.iris.Issued()[len(env.iris.Issued())-1].RefreshToken)
 	require.Equal(t, expiresAt.UTC().Format(time.RFC3339), resp.Data["expires_at"])
 	require.Equal(t, int64(3600), resp.Data["expires_in"])
 	require.ElementsMatch(t, []string{"access_token", "token_type", "scope", "expires_at", "expires_in"}, keys(resp.Data))
@@ -41,7 +42,7 @@ func TestCredsReadReturnsLeasedToken(t *testing.T) {
 	last := reqs[len(reqs)-1]
 	require.Equal(t, "password", last.GrantType)
 	require.Equal(t, demoUser.Username, last.Username)
-	require.Equal(t, "api offline_access", last.Scope)
+	require.Equal(t, "api", last.Scope)
 
 	whole, err := json.Marshal(resp.Data)
 	require.NoError(t, err)
@@ -63,7 +64,7 @@ func TestCredsBasicHeaderUsesRawSecret(t *testing.T) {
 	var seen string
 	srv := newHeaderRecorder(t, &seen)
 	cfg := &apiUserConfig{ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, TokenURL: srv, Username: "u", Password: "p", RequestTimeout: time.Second}
-	_, _ = env.b.logIn(context.Background(), cfg)
+	_, _ = env.b.logIn(context.Background(), apiUserRef{name: "recorder"}, cfg, false)
 	require.Equal(t, "Basic "+base64.StdEncoding.EncodeToString([]byte(demoUser.ClientID+":"+demoUser.ClientSecret)), seen)
 }
 
@@ -214,7 +215,8 @@ func TestCredsRenewFailsClearly(t *testing.T) {
 		lease := issued(env.readCreds("demo"), time.Now())
 		env.mustRequest(logical.DeleteOperation, "config/demo", nil)
 		_, err := env.renew(lease, 0)
-		require.ErrorContains(t, err, `API user "demo" no longer exists`)
+		require.ErrorContains(t, err, "the API user that issued this lease no longer exists at iris/config/demo")
+		require.ErrorContains(t, err, "read iris/creds/demo again")
 	})
 	t.Run("renewal switched off", func(t *testing.T) {
 		env := newTestEnv(t)
@@ -363,30 +365,55 @@ func TestCredsRenewAfterCredentialChangeLogsInAgain(t *testing.T) {
 	require.Zero(t, stats.RefreshGrants)
 }
 
-// The same for a renewable creds/ lease: the renewal fails (Vault keeps the
-// lease as it was), and the next renewal falls back to the password grant.
-func TestLostRefreshKeepsRenewableLease(t *testing.T) {
-	env := newTestEnv(t)
-	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
-	resp := env.readCreds("demo")
-	lease := issued(resp, time.Now())
+// The same for a renewable creds/ lease: a renewal whose refresh answer was
+// lost logs in within the same renewal. When that fails too, Vault keeps the
+// lease's data as it was, refresh token included; the next renewal still
+// does not send it.
+func TestLostRefreshIsNeverSentAgainByRenewals(t *testing.T) {
+	t.Run("the same renewal logs in", func(t *testing.T) {
+		env := newTestEnv(t)
+		env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
+		resp := env.readCreds("demo")
+		lease := issued(resp, time.Now())
 
-	env.iris.ResetStats()
-	env.iris.FailNext(1, iristest.Fault{AfterHandling: true, Status: 500})
-	_, err := env.renew(lease, 0)
-	require.ErrorContains(t, err, "HTTP 500")
-	require.Equal(t, 1, env.iris.Stats().Requests)
+		env.iris.ResetStats()
+		env.iris.FailNext(1, iristest.Fault{AfterHandling: true, Status: 500})
+		renewed, err := env.renew(lease, 0)
+		require.NoError(t, err)
+		require.NotEqual(t, resp.Data["access_token"], renewed.Data["access_token"])
+		st := env.iris.Stats()
+		require.Equal(t, 1, st.PasswordGrants)
+		require.Zero(t, st.RefreshReuse)
 
-	renewed, err := env.renew(lease, 0)
-	require.NoError(t, err)
-	require.NotEqual(t, resp.Data["access_token"], renewed.Data["access_token"])
-	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
-	require.Equal(t, 1, env.iris.Stats().RefreshReuse)
+		env.iris.ResetStats()
+		_, err = env.renew(renewed.Secret, 0)
+		require.NoError(t, err)
+		require.Equal(t, 1, env.iris.Stats().RefreshGrants)
+		require.Zero(t, env.iris.Stats().PasswordGrants+env.iris.Stats().RefreshReuse)
+		env.assertNoSecrets(demoUser)
+	})
+	t.Run("a failed renewal's refresh token is not sent by the next", func(t *testing.T) {
+		env := newTestEnv(t)
+		env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
+		lease := issued(env.readCreds("demo"), time.Now())
+		spent := lease.InternalData["refresh_token"].(string)
 
-	env.iris.ResetStats()
-	_, err = env.renew(renewed.Secret, 0)
-	require.NoError(t, err)
-	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
-	require.Zero(t, env.iris.Stats().PasswordGrants+env.iris.Stats().RefreshReuse)
-	env.assertNoSecrets(demoUser)
+		env.iris.ResetStats()
+		env.iris.FailNext(1, iristest.Fault{AfterHandling: true, Status: 500})
+		env.iris.SetFault(&iristest.Fault{Status: 503})
+		_, err := env.renew(lease, 0)
+		require.Error(t, err)
+
+		env.iris.SetFault(nil)
+		env.iris.ResetStats()
+		renewed, err := env.renew(lease, 0) // Vault kept the lease as it was
+		require.NoError(t, err)
+		require.NotEmpty(t, renewed.Data["access_token"])
+		st := env.iris.Stats()
+		require.Equal(t, 1, st.PasswordGrants)
+		require.Zero(t, st.RefreshGrants+st.RefreshReuse)
+		for _, r := range env.iris.Requests() {
+			require.NotEqual(t, spent, r.RefreshToken)
+		}
+	})
 }

@@ -59,11 +59,12 @@ left.
 `
 
 func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, cfg, errResp, err := b.apiUser(ctx, req, d)
+	ref, cfg, errResp, err := b.apiUser(ctx, req, d)
 	if errResp != nil || err != nil {
 		return errResp, err
 	}
-	sess, cfg, refreshErr, err := b.sharedToken(ctx, req.Storage, name, cfg)
+	name := ref.name
+	sess, cfg, refreshErr, err := b.sharedToken(ctx, req.Storage, ref, cfg)
 	if err != nil {
 		var stale *staleSessionError
 		if errors.As(err, &stale) {
@@ -73,7 +74,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 			return nil, err
 		}
 		b.Logger().Warn("could not obtain a token", "name", name, "error", err)
-		return nil, upstreamResponseError(name, err)
+		return nil, upstreamResponseError(ref, err)
 	}
 	now := b.now()
 	resp := b.sessionResponse(sess, cfg, now)
@@ -82,7 +83,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		retry := min(outageRetryTTL, sess.ExpiresAt.Sub(now)-sess.outageFloor())
 		resp.Data[keyAgentTTL] = max(int64(retry/time.Second), 1)
 		resp.AddWarning(fmt.Sprintf("could not replace the token: %s; serving the current token until IRIS answers again",
-			describeUpstreamError(name, refreshErr)))
+			describeUpstreamError(ref, refreshErr)))
 	}
 	return resp, nil
 }

@@ -346,11 +346,11 @@ func TestTokenConcurrentReadsCauseOneGrant(t *testing.T) {
 	require.Zero(t, stats.RefreshReuse)
 }
 
-// Through the backend: a token/ read whose refresh answer was lost keeps the
-// session. The read serves the current token; the next one sends the old
-// refresh token (there is no telling whether IRIS consumed it), is refused,
-// and logs in with the password grant; rotation then carries on as usual.
-func TestLostRefreshKeepsTokenSession(t *testing.T) {
+// Through the backend: a token/ read whose refresh answer was lost never
+// sends that refresh token again. The same read logs in with the password
+// grant instead; when IRIS cannot answer that either, the current token is
+// served and the session keeps no refresh token.
+func TestLostRefreshIsNeverSentAgain(t *testing.T) {
 	cases := []struct {
 		name    string
 		fault   iristest.Fault
@@ -358,9 +358,10 @@ func TestLostRefreshKeepsTokenSession(t *testing.T) {
 	}{
 		{"answer lost after a timeout", iristest.Fault{AfterHandling: true, Delay: time.Hour}, "did not answer in time"},
 		{"500 after the refresh", iristest.Fault{AfterHandling: true, Status: 500}, "HTTP 500"},
+		{"connection dropped after the refresh", iristest.Fault{AfterHandling: true, DropConnection: true}, "could not be reached"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(tc.name+": the same read logs in", func(t *testing.T) {
 			env := newTestEnv(t)
 			env.writeConfig("demo", demoUser, map[string]interface{}{"request_timeout": 1})
 			first := env.readToken("demo")
@@ -371,19 +372,13 @@ func TestLostRefreshKeepsTokenSession(t *testing.T) {
 			env.iris.ResetStats()
 			env.iris.FailNext(1, tc.fault)
 			resp := env.readToken("demo")
-			require.Equal(t, first.Data["access_token"], resp.Data["access_token"], "the current token is served meanwhile")
-			require.Len(t, resp.Warnings, 1)
-			require.Contains(t, resp.Warnings[0], tc.warning)
-			require.Equal(t, 1, env.iris.Stats().Requests, "the refresh was repeated within the read")
-
-			resp = env.readToken("demo")
 			require.NotEqual(t, first.Data["access_token"], resp.Data["access_token"])
 			require.Empty(t, resp.Warnings)
 			active, _ := env.iris.Introspect(resp.Data["access_token"].(string))
 			require.True(t, active)
 			st := env.iris.Stats()
-			require.Equal(t, 1, st.PasswordGrants, "the refused refresh token falls back to one password grant")
-			require.Equal(t, 1, st.RefreshReuse, "only the unavoidable second send of the lost refresh token")
+			require.Equal(t, 1, st.PasswordGrants, "the possibly spent refresh token is replaced by one password grant")
+			require.Zero(t, st.RefreshReuse)
 			fresh := env.storedSession("demo").RefreshToken
 			require.NotEmpty(t, fresh)
 			require.NotEqual(t, spent, fresh)
@@ -401,4 +396,42 @@ func TestLostRefreshKeepsTokenSession(t *testing.T) {
 			env.assertNoSecrets(demoUser)
 		})
 	}
+	t.Run("IRIS down for the login too: the current token is served, the refresh token dropped", func(t *testing.T) {
+		env := newTestEnv(t)
+		env.writeConfig("demo", demoUser, map[string]interface{}{"request_timeout": 1})
+		first := env.readToken("demo")
+		spent := env.storedSession("demo").RefreshToken
+
+		env.clock.Advance(2400 * time.Second)
+		env.iris.ResetStats()
+		env.iris.FailNext(1, iristest.Fault{AfterHandling: true, Status: 500})
+		env.iris.SetFault(&iristest.Fault{Status: 503})
+		resp := env.readToken("demo")
+		require.Equal(t, first.Data["access_token"], resp.Data["access_token"], "the current token is served meanwhile")
+		require.Len(t, resp.Warnings, 1)
+		require.Empty(t, env.storedSession("demo").RefreshToken, "a possibly spent refresh token is not kept")
+
+		env.iris.SetFault(nil)
+		env.iris.ResetStats()
+		resp = env.readToken("demo")
+		require.NotEqual(t, first.Data["access_token"], resp.Data["access_token"])
+		st := env.iris.Stats()
+		require.Equal(t, 1, st.PasswordGrants)
+		require.Zero(t, st.RefreshGrants+st.RefreshReuse)
+		for _, r := range env.iris.Requests() {
+			require.NotEqual(t, spent, r.RefreshToken)
+		}
+	})
+	t.Run("a refresh IRIS provably never saw keeps its token", func(t *testing.T) {
+		env := newTestEnv(t)
+		env.writeConfig("demo", demoUser, map[string]interface{}{"request_timeout": 1})
+		env.readToken("demo")
+		kept := env.storedSession("demo").RefreshToken
+
+		env.clock.Advance(2400 * time.Second)
+		env.iris.SetFault(&iristest.Fault{Status: 429})
+		resp := env.readToken("demo")
+		require.Len(t, resp.Warnings, 1)
+		require.Equal(t, kept, env.storedSession("demo").RefreshToken, "429 comes before any processing")
+	})
 }

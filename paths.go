@@ -70,28 +70,48 @@ func apiUserNameField() map[string]*framework.FieldSchema {
 	}
 }
 
+// apiUserRef names an API user the way an operator reaches it: its name on
+// the mount the request came through, so that hints in errors name paths
+// that exist.
+type apiUserRef struct {
+	name  string
+	mount string // with its trailing slash
+}
+
+func refFor(req *logical.Request, name string) apiUserRef {
+	mount := "<mount>/"
+	if req != nil && req.MountPoint != "" {
+		mount = req.MountPoint
+	}
+	return apiUserRef{name: name, mount: mount}
+}
+
+func (r apiUserRef) configPath() string { return r.mount + configStoragePrefix + r.name }
+func (r apiUserRef) credsPath() string  { return r.mount + "creds/" + r.name }
+
 // apiUser resolves the path's name to its stored API user; a bad name is an
 // error response, an unknown one an error.
-func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (string, *apiUserConfig, *logical.Response, error) {
+func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (apiUserRef, *apiUserConfig, *logical.Response, error) {
 	name, errResp := nameFrom(d)
 	if errResp != nil {
-		return "", nil, errResp, nil
+		return apiUserRef{}, nil, errResp, nil
 	}
+	ref := refFor(req, name)
 	cfg, err := b.config(ctx, req.Storage, name)
 	if err != nil {
-		return "", nil, nil, err
+		return ref, nil, nil, err
 	}
 	if cfg == nil {
-		return "", nil, nil, unknownAPIUser(name)
+		return ref, nil, nil, unknownAPIUser(ref)
 	}
-	return name, cfg, nil, nil
+	return ref, cfg, nil, nil
 }
 
 // unknownAPIUser is the caller's mistake of naming an API user that is not
 // configured. A 400 rather than a 404: the Vault CLI prints a 404 as "No
 // value found" and drops the message, which here says what to do.
-func unknownAPIUser(name string) error {
-	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no API user %q is configured; write it to iris/config/%s first", name, name))
+func unknownAPIUser(ref apiUserRef) error {
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no API user %q is configured; write it to %s first", ref.name, ref.configPath()))
 }
 
 func truncateForMessage(s string) string {

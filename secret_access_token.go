@@ -2,7 +2,10 @@ package iris
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -29,6 +32,10 @@ const (
 	internalRefreshToken = "refresh_token"
 	internalAccessToken  = "access_token"
 	internalGeneration   = "generation"
+	internalAPIUserID    = "api_user_id"
+
+	// spentStoragePrefix records the refresh tokens renewals have sent.
+	spentStoragePrefix = "spent-refresh-token/"
 
 	// maxLeaseMargin bounds how much earlier than its token a lease ends.
 	maxLeaseMargin = time.Minute
@@ -51,9 +58,14 @@ func secretAccessToken(b *backend) *framework.Secret {
 
 // leaseAccessToken wraps a freshly obtained token in a lease that ends
 // before the token does.
-func (b *backend) leaseAccessToken(name string, cfg *apiUserConfig, tok *irisauth.Token) *logical.Response {
+func (b *backend) leaseAccessToken(ref apiUserRef, cfg *apiUserConfig, tok *irisauth.Token) (*logical.Response, error) {
+	ttl, err := leaseTTL(ref, tok, b.now())
+	if err != nil {
+		return nil, err
+	}
 	internal := map[string]interface{}{
-		internalConfigName:  name,
+		internalConfigName:  ref.name,
+		internalAPIUserID:   cfg.identity(),
 		internalAccessToken: tok.AccessToken,
 		internalGeneration:  cfg.Generation,
 	}
@@ -62,7 +74,6 @@ func (b *backend) leaseAccessToken(name string, cfg *apiUserConfig, tok *irisaut
 	}
 	resp := b.Secret(secretTypeAccessToken).Response(b.tokenData(tok), internal)
 
-	ttl := leaseTTL(tok, b.now())
 	if cfg.TTL > 0 {
 		ttl = min(ttl, cfg.TTL)
 	} else if mountDefault := b.System().DefaultLeaseTTL(); mountDefault > 0 {
@@ -78,7 +89,7 @@ func (b *backend) leaseAccessToken(name string, cfg *apiUserConfig, tok *irisaut
 	} else {
 		resp.Secret.MaxTTL = ttl
 	}
-	return resp
+	return resp, nil
 }
 
 // tokenData is what a caller sees of a token, on reads and renewals alike.
@@ -95,27 +106,35 @@ func (b *backend) tokenData(tok *irisauth.Token) map[string]interface{} {
 
 // leaseTTL is how long a lease on tok may last: until the token expires,
 // less a margin that absorbs clock skew and the time a consumer needs to use
-// the token. It is whole seconds, since Vault counts leases in seconds.
-func leaseTTL(tok *irisauth.Token, now time.Time) time.Duration {
+// the token. It is whole seconds, since Vault counts leases in seconds. A
+// token with no whole second left beyond the margin is no use to anyone.
+func leaseTTL(ref apiUserRef, tok *irisauth.Token, now time.Time) (time.Duration, error) {
 	margin := min(tok.Lifetime/10, maxLeaseMargin)
 	ttl := tok.ExpiresAt().Add(-margin).Sub(now).Truncate(time.Second)
-	return max(ttl, time.Second)
+	if ttl < time.Second {
+		return 0, logical.CodedError(http.StatusBadGateway, fmt.Sprintf(
+			"API user %q: IRIS issued a token that expires within the lease margin (%s); not handing it out", ref.name, margin))
+	}
+	return ttl, nil
 }
 
 // renewAccessToken renews a lease by trading its refresh token for a new
-// access token. Vault turns any error here into a 400 with its own prefix, so
-// each error's text must stand on its own.
+// access token. It renews only as the API user that issued the lease: one
+// deleted, or re-created or repointed under the same name since, is another
+// API user, and nothing is sent for it. Vault turns any error here into a
+// 400 with its own prefix, so each error's text must stand on its own.
 func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	name := internalString(req.Secret, internalConfigName)
-	cfg, err := b.config(ctx, req.Storage, name)
+	ref := refFor(req, internalString(req.Secret, internalConfigName))
+	cfg, err := b.config(ctx, req.Storage, ref.name)
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil {
-		return nil, fmt.Errorf("API user %q no longer exists at iris/config/%s, so its leases cannot be renewed; read iris/creds/<name> of a configured API user instead", name, name)
+	if cfg == nil || cfg.identity() != leaseAPIUserID(req.Secret) {
+		return nil, fmt.Errorf("the API user that issued this lease no longer exists at %s (deleted, or replaced by another API user of the same name), so the lease cannot be renewed; read %s again for a new token",
+			ref.configPath(), ref.credsPath())
 	}
 	if !cfg.RenewableLeases {
-		return nil, fmt.Errorf("renewal is disabled for API user %q (renewable_leases=false); read iris/creds/%s for a new token", name, name)
+		return nil, fmt.Errorf("renewal is disabled for API user %q (renewable_leases=false); read %s again for a new token", ref.name, ref.credsPath())
 	}
 
 	// Refuse before calling IRIS what Vault would refuse after: a renewal
@@ -123,10 +142,15 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	// nothing.
 	ttl, warnings, err := framework.CalculateTTL(b.System(), req.Secret.Increment, cfg.TTL, 0, cfg.MaxTTL, 0, req.Secret.IssueTime)
 	if err != nil {
-		return nil, fmt.Errorf("lease of API user %q cannot be renewed: %w; read iris/creds/%s for a new token", name, err, name)
+		return nil, fmt.Errorf("lease of API user %q cannot be renewed: %w; read %s again for a new token", ref.name, err, ref.credsPath())
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("lease of API user %q has reached its max TTL; read iris/creds/%s for a new token", name, name)
+		return nil, fmt.Errorf("lease of API user %q has reached its max TTL; read %s again for a new token", ref.name, ref.credsPath())
+	}
+	if cfg.TTL > 0 && ttl > cfg.TTL {
+		// A caller's -increment overrides the config's ttl in CalculateTTL.
+		ttl = cfg.TTL
+		warnings = append(warnings, fmt.Sprintf("TTL capped at the API user's ttl of %s", cfg.TTL))
 	}
 
 	refreshToken := internalString(req.Secret, internalRefreshToken)
@@ -135,16 +159,32 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 		// issued: its refresh token belongs to the old ones.
 		refreshToken = ""
 	}
-	tok, _, err := b.refreshOrLogIn(ctx, name, cfg, refreshToken)
+	if refreshToken != "" {
+		fresh, err := b.claimRefreshToken(ctx, req.Storage, refreshToken)
+		if err != nil {
+			return nil, err
+		}
+		if !fresh {
+			// An earlier renewal sent it and then failed: it may be spent.
+			refreshToken = ""
+		}
+	}
+	tok, _, err := b.refreshOrLogIn(ctx, ref, cfg, refreshToken)
 	if err != nil {
-		return nil, fmt.Errorf("renewing lease of %s", describeUpstreamError(name, err))
+		return nil, fmt.Errorf("renewing lease of %s", describeUpstreamError(ref, err))
+	}
+	now := b.now()
+	tokenTTL, err := leaseTTL(ref, tok, now)
+	if err != nil {
+		return nil, err
 	}
 
 	resp := &logical.Response{Secret: req.Secret, Data: b.tokenData(tok), Warnings: warnings}
-	internal := make(map[string]interface{}, len(req.Secret.InternalData))
+	internal := make(map[string]interface{}, len(req.Secret.InternalData)+1)
 	for k, v := range req.Secret.InternalData {
 		internal[k] = v
 	}
+	internal[internalAPIUserID] = cfg.identity()
 	internal[internalAccessToken] = tok.AccessToken
 	internal[internalGeneration] = cfg.Generation
 	// The old refresh token is spent either way; keeping it would risk
@@ -155,18 +195,69 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	}
 	resp.Secret.InternalData = internal
 
-	now := b.now()
-	ttl = min(ttl, leaseTTL(tok, now))
+	ttl = min(ttl, tokenTTL)
 	resp.Secret.TTL = ttl
 	// Vault lets a caller's increment override TTL; MaxTTL, counted from the
 	// issue time, is the only cap it honours, so it pins the lease's end to
-	// the new token's.
+	// the new token's (and to the config's ttl).
 	resp.Secret.MaxTTL = now.Add(ttl).Sub(req.Secret.IssueTime.Truncate(time.Second)).Truncate(time.Second)
 	if cfg.MaxTTL > 0 {
 		resp.Secret.MaxTTL = min(resp.Secret.MaxTTL, cfg.MaxTTL)
 	}
-	b.Logger().Debug("lease renewed", "name", name, "ttl", ttl.String())
+	b.Logger().Debug("lease renewed", "name", ref.name, "ttl", ttl.String())
 	return resp, nil
+}
+
+// leaseAPIUserID is the identity of the API user that issued the lease.
+// Leases issued before identities existed carry their config generation,
+// which stands in for it (see apiUserConfig.identity).
+func leaseAPIUserID(secret *logical.Secret) string {
+	if id := internalString(secret, internalAPIUserID); id != "" {
+		return id
+	}
+	return legacyIdentity(internalString(secret, internalGeneration))
+}
+
+// claimRefreshToken records in storage, before a lease's refresh token is
+// sent, that it is being spent; it reports false when an earlier renewal
+// already did. Vault keeps a lease's data as it was when a renewal fails, so
+// this record is what keeps a refresh token from being sent twice. Records
+// expire with the longest lease the mount allows (sweepSpentRefreshTokens).
+func (b *backend) claimRefreshToken(ctx context.Context, s logical.Storage, refreshToken string) (bool, error) {
+	sum := sha256.Sum256([]byte(refreshToken))
+	key := spentStoragePrefix + hex.EncodeToString(sum[:])
+	var fresh bool
+	err := b.withSessionLock(key, func() error {
+		entry, err := s.Get(ctx, key)
+		if err != nil || entry != nil {
+			return err
+		}
+		fresh = true
+		return s.Put(ctx, &logical.StorageEntry{Key: key, Value: []byte(b.now().UTC().Format(time.RFC3339))})
+	})
+	return fresh, err
+}
+
+// sweepSpentRefreshTokens deletes the records of refresh tokens whose leases
+// have ended for certain.
+func (b *backend) sweepSpentRefreshTokens(ctx context.Context, s logical.Storage) error {
+	keys, err := s.List(ctx, spentStoragePrefix)
+	if err != nil {
+		return err
+	}
+	cutoff := b.now().Add(-b.System().MaxLeaseTTL())
+	for _, k := range keys {
+		entry, err := s.Get(ctx, spentStoragePrefix+k)
+		if err != nil || entry == nil {
+			continue
+		}
+		if spentAt, err := time.Parse(time.RFC3339, string(entry.Value)); err == nil && spentAt.Before(cutoff) {
+			if err := s.Delete(ctx, spentStoragePrefix+k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // revokeAccessToken always succeeds: a lease that cannot be revoked because
@@ -176,7 +267,9 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	name := internalString(req.Secret, internalConfigName)
 	cfg, err := b.config(ctx, req.Storage, name)
-	if err != nil || cfg == nil || cfg.RevocationURL == "" {
+	if err != nil || cfg == nil || cfg.RevocationURL == "" || cfg.identity() != leaseAPIUserID(req.Secret) {
+		// Another API user's credentials and endpoint are never used for
+		// this lease's token.
 		return nil, nil
 	}
 	token, hint := internalString(req.Secret, internalRefreshToken), "refresh_token"

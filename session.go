@@ -70,6 +70,12 @@ func (s *tokenSession) token() *irisauth.Token {
 	}
 }
 
+func (s *tokenSession) withoutRefreshToken() *tokenSession {
+	dropped := *s
+	dropped.RefreshToken = ""
+	return &dropped
+}
+
 func (s *tokenSession) lifetime() time.Duration { return s.ExpiresAt.Sub(s.ObtainedAt) }
 
 // refreshAt is when the engine replaces the session's token: once less than
@@ -95,7 +101,8 @@ func (s *tokenSession) outageFloor() time.Duration {
 // it is due. When IRIS cannot replace a due token that still has life enough
 // left, it returns the current one with the failure as refreshErr; cfg is
 // the config the session belongs to (re-read if it changed meanwhile).
-func (b *backend) sharedToken(ctx context.Context, s logical.Storage, name string, cfg *apiUserConfig) (sess *tokenSession, _ *apiUserConfig, refreshErr, err error) {
+func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref apiUserRef, cfg *apiUserConfig) (sess *tokenSession, _ *apiUserConfig, refreshErr, err error) {
+	name := ref.name
 	b.markRead(name)
 	now := b.now()
 	sess, err = b.sessions.load(ctx, s, name)
@@ -113,7 +120,7 @@ func (b *backend) sharedToken(ctx context.Context, s logical.Storage, name strin
 		return nil, nil, nil, logical.ErrReadOnly
 	}
 
-	fresh, refreshErr := b.refreshSession(ctx, s, name, 0)
+	fresh, refreshErr := b.refreshSession(ctx, s, ref, 0)
 	var stale *staleSessionError
 	if errors.As(refreshErr, &stale) {
 		// The config changed under the grant; one more try uses the new
@@ -124,7 +131,7 @@ func (b *backend) sharedToken(ctx context.Context, s logical.Storage, name strin
 		if cfg == nil {
 			return nil, nil, nil, refreshErr
 		}
-		fresh, refreshErr = b.refreshSession(ctx, s, name, 0)
+		fresh, refreshErr = b.refreshSession(ctx, s, ref, 0)
 	}
 	if refreshErr == nil {
 		return fresh, cfg, nil, nil
@@ -152,11 +159,11 @@ func (e *staleSessionError) Error() string {
 // already did. However many callers arrive at once, one grant per API user is
 // in flight; the others wait for its result.
 // A session is replaced when it is within ahead of its refresh point.
-func (b *backend) refreshSession(ctx context.Context, s logical.Storage, name string, ahead time.Duration) (*tokenSession, error) {
-	ch := b.flights.DoChan(name, func() (interface{}, error) {
+func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref apiUserRef, ahead time.Duration) (*tokenSession, error) {
+	ch := b.flights.DoChan(ref.name, func() (interface{}, error) {
 		// The flight outlives any one caller: a caller that gives up must
 		// not cancel the grant the others are waiting for.
-		return b.refreshSessionOnce(context.WithoutCancel(ctx), s, name, ahead)
+		return b.refreshSessionOnce(context.WithoutCancel(ctx), s, ref, ahead)
 	})
 	select {
 	case <-ctx.Done():
@@ -169,7 +176,8 @@ func (b *backend) refreshSession(ctx context.Context, s logical.Storage, name st
 	}
 }
 
-func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, name string, ahead time.Duration) (*tokenSession, error) {
+func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref apiUserRef, ahead time.Duration) (*tokenSession, error) {
+	name := ref.name
 	cfg, err := b.configs.loadUncached(ctx, s, name)
 	if err != nil {
 		return nil, err
@@ -191,37 +199,25 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, nam
 	}
 
 	refreshToken := ""
-	if sess != nil {
+	if sess != nil && sess.RefreshToken != "" {
+		// Write-ahead: the stored session lets go of the refresh token
+		// before it is sent, so that no failure or restart after this point
+		// can send it a second time.
 		refreshToken = sess.RefreshToken
+		if err := b.storeSessionIfCurrent(ctx, s, name, cfg, sess.withoutRefreshToken()); err != nil {
+			return nil, err
+		}
 	}
-	tok, outcome, grantErr := b.refreshOrLogIn(ctx, name, cfg, refreshToken)
+	tok, outcome, grantErr := b.refreshOrLogIn(ctx, ref, cfg, refreshToken)
 	if b.afterGrant != nil {
 		b.afterGrant(name)
 	}
 
-	lock := locksutil.LockForKey(b.sessionLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	// Re-check under the lock that config writes and deletes take: a result
-	// obtained with credentials that have since changed is never stored.
-	current, err := b.configs.loadUncached(ctx, s, name)
-	if err != nil {
-		return nil, err
-	}
-	if current == nil || current.Generation != cfg.Generation {
-		if grantErr != nil {
-			return nil, grantErr
-		}
-		return nil, &staleSessionError{name: name}
-	}
 	if grantErr != nil {
-		// The refresh token is kept unless IRIS refused it: a network
-		// failure says nothing about it.
-		if sess != nil && sess.RefreshToken != "" && outcome == irisauth.RefreshTokenRefused {
-			dropped := *sess
-			dropped.RefreshToken = ""
-			if err := b.sessions.save(ctx, s, name, &dropped); err != nil {
-				b.Logger().Warn("could not store the session without its refused refresh token", "name", name, "error", err)
+		if refreshToken != "" && outcome == irisauth.RefreshTokenUnused {
+			// IRIS provably never saw it: it is as good as before.
+			if err := b.storeSessionIfCurrent(ctx, s, name, cfg, sess); err != nil {
+				b.Logger().Warn("could not put back an unused refresh token", "name", name, "error", err)
 			}
 		}
 		return nil, grantErr
@@ -229,26 +225,62 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, nam
 	fresh := newSession(tok, cfg.Generation)
 	// The rotated refresh token is stored before the token is handed out:
 	// IRIS has already retired the old one.
-	if err := b.sessions.save(ctx, s, name, fresh); err != nil {
+	if err := b.storeSessionIfCurrent(ctx, s, name, cfg, fresh); err != nil {
 		return nil, err
 	}
 	b.Logger().Debug("shared token replaced", "name", name, "expires_at", fresh.ExpiresAt.UTC().Format(time.RFC3339))
 	return fresh, nil
 }
 
+// storeSessionIfCurrent stores sess unless the config changed since cfg was
+// read. It takes the lock config writes and deletes take, so that a session
+// obtained with credentials that have since changed is never stored.
+func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, name string, cfg *apiUserConfig, sess *tokenSession) error {
+	return b.withSessionLock(name, func() error {
+		current, err := b.configs.loadUncached(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		if current == nil || current.Generation != cfg.Generation {
+			return &staleSessionError{name: name}
+		}
+		return b.sessions.save(ctx, s, name, sess)
+	})
+}
+
 // sessionAfterConfigWrite brings the shared token in line with a config
 // just stored (under the session lock): the verifying grant's token becomes
 // the session, so that it is not wasted and its refresh token is not left
 // alive at IRIS with nobody holding it; a session obtained with credentials
-// that have since changed is dropped.
-func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) error {
+// that have since changed is dropped. It returns the session it replaced or
+// dropped, whose refresh token nobody holds any more.
+func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) (*tokenSession, error) {
+	if verified == nil && (existing == nil || existing.Generation == cfg.Generation) {
+		return nil, nil
+	}
+	var old *tokenSession
+	var err error
+	if existing != nil {
+		if old, err = b.sessions.loadUncached(ctx, s, name); err != nil {
+			return nil, err
+		}
+	}
 	if verified != nil {
-		return b.sessions.save(ctx, s, name, newSession(verified, cfg.Generation))
+		err = b.sessions.save(ctx, s, name, newSession(verified, cfg.Generation))
+	} else {
+		err = b.sessions.delete(ctx, s, name)
 	}
-	if existing != nil && existing.Generation != cfg.Generation {
-		return b.sessions.delete(ctx, s, name)
+	return old, err
+}
+
+// revokeAbandonedSession revokes, best effort, the refresh token of a
+// session a config write or delete let go of, with the config it was
+// obtained under. Called outside the session lock: it waits on IRIS.
+func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *apiUserConfig, old *tokenSession) {
+	if old == nil || cfg == nil || old.Generation != cfg.Generation {
+		return
 	}
-	return nil
+	b.revokeAtIRIS(ctx, name, cfg, old.RefreshToken, "refresh_token")
 }
 
 // withSessionLock runs fn holding the named session's lock.
@@ -276,6 +308,13 @@ func (b *backend) canWriteStorage() bool {
 func (b *backend) markRead(name string) {
 	b.lastReadMu.Lock()
 	b.lastRead[name] = b.now()
+	b.lastReadMu.Unlock()
+}
+
+// forgetRead prunes a deleted API user from the read tracking.
+func (b *backend) forgetRead(name string) {
+	b.lastReadMu.Lock()
+	delete(b.lastRead, name)
 	b.lastReadMu.Unlock()
 }
 
@@ -316,7 +355,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		if !due || !b.readSince(name, sess.ObtainedAt) {
 			continue
 		}
-		if _, err := b.refreshSession(ctx, req.Storage, name, backgroundLead); err != nil {
+		if _, err := b.refreshSession(ctx, req.Storage, refFor(req, name), backgroundLead); err != nil {
 			b.Logger().Warn("background token refresh failed; readers will retry", "name", name, "error", err)
 		}
 	}

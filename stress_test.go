@@ -2,12 +2,10 @@ package iris
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"sort"
 	"strings"
@@ -22,66 +20,6 @@ import (
 	"vault-plugin-secrets-iris/iristest"
 )
 
-// issuedTokens attributes every token the emulator hands out to the client
-// it was issued to, whatever happens to the token afterwards (revocation,
-// expiry), which introspection cannot.
-type issuedTokens struct {
-	mu      sync.Mutex
-	access  map[string]string // access token → client ID
-	refresh map[string]string // refresh token → client ID
-}
-
-// attributingFront serves the emulator through a handler that reads every
-// successful token response on its way out.
-func attributingFront(t *testing.T, srv *iristest.Server) (*httptest.Server, *issuedTokens) {
-	issued := &issuedTokens{access: map[string]string{}, refresh: map[string]string{}}
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		clientID, _, _ := r.BasicAuth()
-		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, r)
-		if r.URL.Path == "/token" && rec.Code == http.StatusOK {
-			var tok struct {
-				AccessToken  string `json:"access_token"`
-				RefreshToken string `json:"refresh_token"`
-			}
-			if err := json.Unmarshal(rec.Body.Bytes(), &tok); err == nil {
-				issued.mu.Lock()
-				issued.access[tok.AccessToken] = clientID
-				if tok.RefreshToken != "" {
-					issued.refresh[tok.RefreshToken] = clientID
-				}
-				issued.mu.Unlock()
-			}
-		}
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(rec.Body.Bytes())
-	}))
-	t.Cleanup(front.Close)
-	return front, issued
-}
-
-func (it *issuedTokens) clientOf(accessToken string) (string, bool) {
-	it.mu.Lock()
-	defer it.mu.Unlock()
-	id, ok := it.access[accessToken]
-	return id, ok
-}
-
-func (it *issuedTokens) isRefreshToken(s string) bool {
-	it.mu.Lock()
-	defer it.mu.Unlock()
-	_, ok := it.refresh[s]
-	return ok
-}
-
-func (it *issuedTokens) isAccessToken(s string) bool {
-	_, ok := it.clientOf(s)
-	return ok
-}
-
 // stressMount is one mount of the plugin with the API user it serves.
 type stressMount struct {
 	name    string
@@ -91,8 +29,9 @@ type stressMount struct {
 	config  map[string]interface{} // a complete create
 }
 
-// renewErrorTexts are the renewal failures path_creds.go defines.
-var renewErrorTexts = regexp.MustCompile(`^(API user "demo" no longer exists at iris/config/demo|` +
+// renewErrorTexts are the renewal failures secret_access_token.go defines.
+var renewErrorTexts = regexp.MustCompile(`^(the API user that issued this lease no longer exists at iris/config/demo|` +
+	`API user "demo": IRIS issued a token that expires within the lease margin|` +
 	`renewal is disabled for API user "demo"|` +
 	`lease of API user "demo" cannot be renewed: |` +
 	`lease of API user "demo" has reached its max TTL|` +
@@ -148,12 +87,11 @@ func TestStress(t *testing.T) {
 	userA := iristest.User{ClientID: "0oa-stress-a", ClientSecret: "stress-secret-A-Jd83k", Username: "stress-a", Password: "stress-password-A-Pq29x"}
 	userB := iristest.User{ClientID: "0oa-stress-b", ClientSecret: "stress-secret-B-Wm51z", Username: "stress-b", Password: "stress-password-B-Nc47v"}
 	env := newTestEnv(t, userA, userB)
-	front, tokens := attributingFront(t, env.iris)
 
 	mountData := func(u iristest.User) map[string]interface{} {
 		return map[string]interface{}{
 			"client_id": u.ClientID, "client_secret": u.ClientSecret, "username": u.Username, "password": u.Password,
-			"token_url": front.URL + "/token", "revocation_url": front.URL + "/revoke",
+			"token_url": env.iris.TokenURL, "revocation_url": env.iris.RevocationURL,
 			"renewable_leases": true, "verify": false,
 		}
 	}
@@ -183,7 +121,10 @@ func TestStress(t *testing.T) {
 	// issued to that mount's API user.
 	checkToken := func(m *stressMount, what string, resp *logical.Response) {
 		token, _ := resp.Data["access_token"].(string)
-		client, known := tokens.clientOf(token)
+		// A refresh token handed out as an access token counts as never
+		// issued.
+		client, known := env.iris.OwnerOf(token)
+		known = known && env.iris.IsAccessToken(token)
 		switch {
 		case !known:
 			bad.add("mount %s %s returned a token IRIS never issued", m.name, what)
@@ -274,7 +215,7 @@ func TestStress(t *testing.T) {
 			}
 			env.clock.Advance(clockJump)
 			for _, m := range mounts {
-				if err := m.b.periodicRefresh(context.Background(), &logical.Request{Storage: m.storage}); err != nil {
+				if err := m.b.periodicRefresh(context.Background(), &logical.Request{Storage: m.storage, MountPoint: testMount}); err != nil {
 					bad.add("mount %s periodic: %v", m.name, err)
 				}
 			}
@@ -293,7 +234,7 @@ func TestStress(t *testing.T) {
 			var leases []*logical.Secret
 			renewOrRevoke := func(op logical.Operation) {
 				i := rng.IntN(len(leases))
-				req := &logical.Request{Operation: op, Path: "creds/demo", Secret: leases[i], Storage: m.storage}
+				req := &logical.Request{Operation: op, Path: "creds/demo", Secret: leases[i], Storage: m.storage, MountPoint: testMount}
 				resp, err := m.b.HandleRequest(context.Background(), req)
 				env.recordForLeakCheck(resp, err)
 				if op == logical.RevokeOperation {
@@ -390,7 +331,7 @@ func TestStress(t *testing.T) {
 	}
 	requireNoViolations(t, &bad)
 	require.Zero(t, env.iris.Stats().RefreshReuse)
-	assertNoSecretsScan(t, env, tokens, userA, userB)
+	assertNoSecretsScan(t, env, userA, userB)
 }
 
 func requireNoViolations(t *testing.T, bad *unexpected) {
@@ -424,7 +365,7 @@ var emulatorToken = regexp.MustCompile(`(?:rt|at)_[A-Za-z0-9_-]{43}`)
 // assertNoSecretsScan is assertNoSecrets for thousands of tokens: one pass
 // over the text for anything shaped like an emulator token, then a lookup,
 // instead of one search per token.
-func assertNoSecretsScan(t *testing.T, env *testEnv, issued *issuedTokens, users ...iristest.User) {
+func assertNoSecretsScan(t *testing.T, env *testEnv, users ...iristest.User) {
 	t.Helper()
 	logs, shown := env.logs.String(), env.shown.String()
 	for _, u := range users {
@@ -434,9 +375,9 @@ func assertNoSecretsScan(t *testing.T, env *testEnv, issued *issuedTokens, users
 		}
 	}
 	for _, match := range emulatorToken.FindAllString(logs, -1) {
-		require.False(t, issued.isRefreshToken(match) || issued.isAccessToken(match), "a token in the logs: %s", match)
+		require.False(t, env.iris.IsRefreshToken(match) || env.iris.IsAccessToken(match), "a token in the logs: %s", match)
 	}
 	for _, match := range emulatorToken.FindAllString(shown, -1) {
-		require.False(t, issued.isRefreshToken(match), "a refresh token was shown: %s", match)
+		require.False(t, env.iris.IsRefreshToken(match), "a refresh token was shown: %s", match)
 	}
 }

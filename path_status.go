@@ -1,0 +1,132 @@
+package iris
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	keyKind                = "kind"
+	keyTokenHeld           = "token_held"
+	keyTokenObtainedAt     = "token_obtained_at"
+	keyTokenExpiresAt      = "token_expires_at"
+	keyTokenReplacedAt     = "token_replaced_at"
+	keyRefreshTokenHeld    = "refresh_token_held"
+	keyLastSuccessAt       = "last_success_at"
+	keyLastSuccessGrant    = "last_success_grant"
+	keyLastFailureAt       = "last_failure_at"
+	keyLastFailure         = "last_failure"
+	keyConsecutiveFailures = "consecutive_failures"
+	keyGrantsHeldUntil     = "grants_held_until"
+	keyGrantsLastHour      = "grants_last_hour"
+)
+
+func pathStatus(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "status/" + nameCapture,
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationVerb:   "read",
+				OperationSuffix: "api-user-status",
+			},
+			Fields: apiUserNameField(),
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: withFieldValidation(b.pathStatusRead),
+					Summary:  "Show how an API user is doing, without any secret or token.",
+				},
+			},
+			HelpSynopsis:    "Show the health of an API user's token grants.",
+			HelpDescription: strings.TrimSpace(statusHelp),
+		},
+		{
+			Pattern: "status/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "api-user-statuses",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathConfigList,
+					Summary:  "List the API users that have a status.",
+				},
+			},
+			HelpSynopsis:    "List the API users whose status can be read.",
+			HelpDescription: "Lists the names under config/, for monitoring that may read status/ but not config/.",
+		},
+	}
+}
+
+const statusHelp = `
+Tells an operator or a monitoring system how an API user is doing, with no
+secret and no token in it:
+
+  kind                  the kind of credential
+  token_held            whether token/ holds a shared token, and its
+  token_obtained_at     times (RFC 3339): when it was obtained, when IRIS
+  token_expires_at      stops accepting it, and when the engine replaces it
+  token_replaced_at
+  refresh_token_held    whether a refresh token is held (never the token)
+  last_success_at       the last successful grant and its grant type
+  last_success_grant
+  last_failure_at       the last failed grant and why, as errors show it
+  last_failure
+  consecutive_failures  failed grants since the last success
+  grants_held_until     while IRIS's refusal of the credentials holds new
+                        grants back: when the next attempt may be made
+  grants_last_hour      grants sent to IRIS in the last hour
+
+The token fields come from storage and survive a restart; the grant fields
+are counted in memory by the node serving the mount, and start afresh when
+the plugin restarts. A policy with read on status/* gives monitoring this
+view without access to tokens.
+`
+
+func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	ref, cfg, errResp, err := b.apiUser(ctx, req, d)
+	if errResp != nil || err != nil {
+		return errResp, err
+	}
+	sess, err := b.sessions.load(ctx, req.Storage, ref.name)
+	if err != nil {
+		return nil, err
+	}
+	if sess != nil && sess.Generation != cfg.Generation {
+		sess = nil
+	}
+	grants := b.grants.report(ref.name, cfg.Generation)
+	data := map[string]interface{}{
+		keyKind:                kindAPIUser,
+		keyTokenHeld:           sess != nil,
+		keyTokenObtainedAt:     "",
+		keyTokenExpiresAt:      "",
+		keyTokenReplacedAt:     "",
+		keyRefreshTokenHeld:    sess != nil && sess.RefreshToken != "",
+		keyLastSuccessAt:       timestamp(grants.LastSuccess),
+		keyLastSuccessGrant:    string(grants.LastSuccessGrant),
+		keyLastFailureAt:       timestamp(grants.LastFailure),
+		keyLastFailure:         grants.LastFailureReason,
+		keyConsecutiveFailures: grants.ConsecutiveFailures,
+		keyGrantsHeldUntil:     timestamp(grants.HeldUntil),
+		keyGrantsLastHour:      grants.GrantsLastHour,
+	}
+	if sess != nil {
+		data[keyTokenObtainedAt] = timestamp(sess.ObtainedAt)
+		data[keyTokenExpiresAt] = timestamp(sess.ExpiresAt)
+		data[keyTokenReplacedAt] = timestamp(sess.refreshAt(cfg))
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+// timestamp is RFC 3339, or empty for a time that never was.
+func timestamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
