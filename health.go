@@ -53,9 +53,9 @@ type grantHealth struct {
 // grantBook keeps the grantHealth of every API user of a mount that had a
 // grant since the process started; deleting a config forgets it.
 type grantBook struct {
-	mu      sync.Mutex
-	byName  map[string]*grantHealth
-	now     func() time.Time
+	mu     sync.Mutex
+	byName map[string]*grantHealth
+	now    func() time.Time
 }
 
 func newGrantBook(now func() time.Time) *grantBook {
