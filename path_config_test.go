@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/assert"
@@ -306,4 +309,74 @@ func TestConfigWriteRacingDeleteNeverResurrects(t *testing.T) {
 	cfg, err := env.b.configs.loadUncached(context.Background(), env.storage, "demo")
 	require.NoError(t, err)
 	require.Nil(t, cfg, "delete always wins")
+}
+
+// A principal allowed only to update a config cannot point it at its own
+// host to collect secrets it was never shown: a write that moves token_url
+// or revocation_url must carry the secrets itself.
+func TestConfigEndpointChangeNeedsTheSecrets(t *testing.T) {
+	var seen atomic.Int32
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		w.WriteHeader(http.StatusBadRequest)
+	}))
+	t.Cleanup(attacker.Close)
+
+	for _, field := range []string{"token_url", "revocation_url"} {
+		for _, verify := range []bool{true, false} {
+			env := newTestEnv(t)
+			env.writeConfig("demo", demoUser, nil)
+			before := env.mustRequest(logical.ReadOperation, "config/demo", nil).Data
+
+			resp, err := env.request(logical.UpdateOperation, "config/demo", map[string]interface{}{field: attacker.URL + "/token", "verify": verify})
+			require.NoError(t, err)
+			require.True(t, resp.IsError(), "%s verify=%v", field, verify)
+			require.Contains(t, resp.Error().Error(), "client_secret and password missing")
+			require.Equal(t, before, env.mustRequest(logical.ReadOperation, "config/demo", nil).Data, "nothing changed")
+
+			resp, err = env.request(logical.UpdateOperation, "config/demo", map[string]interface{}{field: attacker.URL + "/token", "password": demoUser.Password, "verify": verify})
+			require.NoError(t, err)
+			require.Contains(t, resp.Error().Error(), "client_secret missing")
+
+			// Reads and revocations afterwards still go where they went.
+			lease := issued(env.readCreds("demo"), time.Now())
+			require.NoError(t, env.revoke(lease))
+			env.clock.Advance(3000 * time.Second)
+			env.readToken("demo")
+		}
+	}
+	require.Zero(t, seen.Load(), "no request reached the new host")
+
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{
+		"revocation_url": env.iris.RevocationURL, "client_secret": demoUser.ClientSecret, "password": demoUser.Password,
+	})
+}
+
+func TestConfigStoresSecretsByteForByte(t *testing.T) {
+	spaced := iristest.User{ClientID: "0oa-spaced", ClientSecret: " secret with spaces ", Username: "spaced-user", Password: "\tpassword\n"}
+	env := newTestEnv(t, spaced)
+	env.writeConfig("demo", spaced, nil)
+	env.readCreds("demo")
+
+	for _, key := range []string{"client_secret", "password"} {
+		resp, err := env.request(logical.UpdateOperation, "config/demo", map[string]interface{}{key: ""})
+		require.NoError(t, err)
+		require.True(t, resp.IsError())
+		require.Contains(t, resp.Error().Error(), key+" must not be empty")
+	}
+}
+
+func TestErrorHintsNameTheRealMount(t *testing.T) {
+	env := newTestEnv(t)
+	req := &logical.Request{Operation: logical.ReadOperation, Path: "creds/nobody", Storage: env.storage, MountPoint: "fleet/iris-eu/"}
+	_, err := env.b.HandleRequest(context.Background(), req)
+	require.ErrorContains(t, err, "write it to fleet/iris-eu/config/nobody first")
+
+	env.writeConfig("demo", demoUser, nil)
+	env.iris.SetPassword(demoUser.Username, "changed")
+	req = &logical.Request{Operation: logical.ReadOperation, Path: "creds/demo", Storage: env.storage, MountPoint: "fleet/iris-eu/"}
+	_, err = env.b.HandleRequest(context.Background(), req)
+	require.ErrorContains(t, err, "update them at fleet/iris-eu/config/demo")
 }
