@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -48,6 +47,9 @@ import (
 func TestLoad(t *testing.T) {
 	if os.Getenv("IRIS_LOAD") != "1" {
 		t.Skip("the load run is part of `make bench` (IRIS_LOAD=1)")
+	}
+	if !procfs {
+		t.Skip("the load run reads CPU time and memory from Linux's /proc")
 	}
 	noopBin := os.Getenv("NOOP_PLUGIN_BIN")
 	require.NotEmpty(t, noopBin, "NOOP_PLUGIN_BIN is not set; run `make bench`")
@@ -355,7 +357,7 @@ func findProcesses(t testing.TB, v *vaultServer) loadProcesses {
 	require.Len(t, children, 1, "the supervisor should run Vault and nothing else")
 	p := loadProcesses{vault: children[0]}
 	for _, pid := range childPIDs(p.vault) {
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		exe := processExe(pid)
 		switch exe {
 		case filepath.Join(v.pluginDir, pluginName):
 			p.iris = pid
@@ -385,28 +387,6 @@ func (p loadProcesses) cpu(plugin int) cpuTimes {
 
 func (c cpuTimes) sub(o cpuTimes) cpuTimes {
 	return cpuTimes{vault: c.vault - o.vault, plugin: c.plugin - o.plugin, self: c.self - o.self, hasPlugin: c.hasPlugin}
-}
-
-// cpuTime is a process's utime+stime from /proc/<pid>/stat, which counts in
-// USER_HZ, 100 per second on Linux.
-func cpuTime(pid int) time.Duration {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	// After the command name: state is field 3 of the file, utime 14 and
-	// stime 15.
-	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * (time.Second / 100)
 }
 
 // memoryPeak is the highest VmHWM seen of the IRIS plugin process, and of
@@ -442,7 +422,7 @@ func watchPluginMemory(t testing.TB, v *vaultServer) *memoryWatch {
 	w.sample = func() {
 		for _, vaultPID := range childPIDs(supervisor) {
 			for _, pid := range childPIDs(vaultPID) {
-				exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+				exe := processExe(pid)
 				hwm := vmHWM(pid)
 				w.mu.Lock()
 				switch exe {
@@ -483,60 +463,6 @@ func (w *memoryWatch) stop() memoryPeak {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.peak
-}
-
-// childPIDs lists the processes whose parent is ppid.
-func childPIDs(ppid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// The command name, in parentheses, may hold spaces; the fields
-		// after it are state and parent PID.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(stat[i+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(ppid) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// vmHWM is the VmHWM of a process in KiB, 0 if it is gone.
-func vmHWM(pid int) int {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-			return n
-		}
-	}
-	return 0
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }
 
 func vaultVersion(t testing.TB) string {
