@@ -27,9 +27,6 @@ const (
 	// are (see identity).
 	configShapeVersion = 2
 
-	// DefaultTokenURL is the IRIS authorization server's token endpoint.
-	DefaultTokenURL = "https://auth.trackunit.com/token"
-
 	defaultRequestTimeout = 10 * time.Second
 	minRequestTimeout     = time.Second
 	maxRequestTimeout     = 30 * time.Second
@@ -38,9 +35,6 @@ const (
 	// inside revoke and write requests that should not wait on a slow IRIS.
 	maxRevocationTimeout = 3 * time.Second
 )
-
-// kindAPIUser is the credential kind of an IRIS API user.
-const kindAPIUser = "api_user"
 
 // scopeOfflineAccess makes IRIS issue refresh tokens.
 const scopeOfflineAccess = "offline_access"
@@ -54,7 +48,11 @@ type apiUserConfig struct {
 	// ID is fixed when the API user is created, and changes only with its
 	// client ID or username: a lease or session of one API user is never
 	// renewed as another that was given the same name since.
-	ID              string        `json:"id,omitempty"`
+	ID string `json:"id,omitempty"`
+	// Kind is one of credentialKinds; entries written before kinds existed
+	// have none and are API users.
+	Kind            string        `json:"kind,omitempty"`
+	AccountID       string        `json:"account_id,omitempty"`
 	ClientID        string        `json:"client_id"`
 	ClientSecret    string        `json:"client_secret"`
 	Username        string        `json:"username"`
@@ -73,14 +71,28 @@ type apiUserConfig struct {
 	Generation string `json:"generation"`
 }
 
-// newAPIUserConfig is a new API user with every default set.
-func newAPIUserConfig() *apiUserConfig {
-	return &apiUserConfig{
+// newAPIUserConfig is a new credential of kind with every default set. Only
+// API users have default scopes: an API key's or app's allowed scopes are
+// its own, and asking for more is refused.
+func newAPIUserConfig(kind *credentialKind) *apiUserConfig {
+	cfg := &apiUserConfig{
 		ShapeVersion:   configShapeVersion,
-		Scopes:         defaultScopes,
-		TokenURL:       DefaultTokenURL,
+		Kind:           kind.name,
+		TokenURL:       kind.defaultTokenURL,
 		RequestTimeout: defaultRequestTimeout,
 	}
+	if kind.actsAsUser {
+		cfg.Scopes = defaultScopes
+	}
+	return cfg
+}
+
+// kind is the config's credential kind.
+func (c *apiUserConfig) kind() *credentialKind {
+	if k, ok := credentialKinds[c.Kind]; ok {
+		return k
+	}
+	return credentialKinds[kindAPIUser]
 }
 
 // validate returns what is wrong with the config; creating says whether the
@@ -88,12 +100,11 @@ func newAPIUserConfig() *apiUserConfig {
 // worded.
 func (c *apiUserConfig) validate(creating bool) []string {
 	var problems []string
-	for _, f := range []struct{ key, value string }{
-		{keyClientID, c.ClientID},
-		{keyClientSecret, c.ClientSecret},
-		{keyUsername, c.Username},
-		{keyPassword, c.Password},
-	} {
+	required := []struct{ key, value string }{{keyClientID, c.ClientID}, {keyClientSecret, c.ClientSecret}}
+	if c.kind().actsAsUser {
+		required = append(required, struct{ key, value string }{keyUsername, c.Username}, struct{ key, value string }{keyPassword, c.Password})
+	}
+	for _, f := range required {
 		if f.value != "" {
 			continue
 		}
@@ -104,7 +115,11 @@ func (c *apiUserConfig) validate(creating bool) []string {
 		}
 	}
 	if len(c.Scopes) == 0 {
-		problems = append(problems, "scopes must name at least one scope")
+		if c.kind().actsAsUser {
+			problems = append(problems, "scopes must name at least one scope")
+		} else {
+			problems = append(problems, "scopes must name the scopes to request (a subset of those the "+c.kind().name+" is allowed)")
+		}
 	}
 	if problem := checkEndpointURL(keyTokenURL, c.TokenURL, true); problem != "" {
 		problems = append(problems, problem)
@@ -144,21 +159,25 @@ func (c *apiUserConfig) tokenIdentity() string {
 		strings.Join(c.Scopes, " "), c.TokenURL}, "\x00")
 }
 
-// endpoint is the API user's OAuth client at its token URL.
+// endpoint is the credential's OAuth client at its token URL.
 func (c *apiUserConfig) endpoint() irisauth.Endpoint {
 	return irisauth.Endpoint{
 		TokenURL:       c.TokenURL,
 		ClientID:       c.ClientID,
 		ClientSecret:   c.ClientSecret,
-		Auth:           irisauth.AuthBasic,
+		Auth:           c.kind().auth,
 		AttemptTimeout: c.RequestTimeout,
 	}
 }
 
-// logInGrant obtains a token from the API user's own credentials. Only a
+// logInGrant obtains a token from the credential itself: the password grant
+// of an API user, the client-credentials grant of the other kinds. Only a
 // caller that keeps the refresh token asks for one (offline_access): one
 // that would throw it away would leave it alive at IRIS for nobody.
 func (c *apiUserConfig) logInGrant(keepsRefreshToken bool) irisauth.Grant {
+	if !c.kind().actsAsUser {
+		return c.endpoint().ClientCredentialsGrant(c.Scopes)
+	}
 	return c.endpoint().PasswordGrant(c.Username, c.Password, c.scopesFor(keepsRefreshToken))
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -61,8 +62,12 @@ func upstreamHint(ref apiUserRef, err error) string {
 			}
 			return fmt.Sprintf("wrong username or password, or the API user was deleted or its password changed in Trackunit Manager; update them at %s", ref.configPath())
 		case "invalid_client":
-			return fmt.Sprintf("wrong client ID or client secret; update client_id and client_secret at %s", ref.configPath())
+			return fmt.Sprintf("wrong client ID or client secret, or the credential was deleted in Trackunit; update client_id and client_secret at %s", ref.configPath())
 		case "invalid_scope":
+			if ref.kind != nil && !ref.kind.actsAsUser {
+				return fmt.Sprintf("IRIS refused the scopes asked for (%s): a %s may only request scopes it is allowed, which are set in Trackunit's API Keys app (or the app manifest); check scopes at %s",
+					strings.Join(ref.scopes, " "), ref.kind.name, ref.configPath())
+			}
 			return fmt.Sprintf("IRIS refused the requested scopes; check scopes at %s", ref.configPath())
 		case "unauthorized_client", "unsupported_grant_type":
 			return "this IRIS client is not allowed to use this grant"

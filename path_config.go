@@ -3,6 +3,7 @@ package iris
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 )
 
 const (
+	keyKind            = "kind"
+	keyAccountID       = "account_id"
 	keyClientID        = "client_id"
 	keyClientSecret    = "client_secret"
 	keyUsername        = "username"
@@ -42,33 +45,39 @@ func pathConfig(b *backend) []*framework.Path {
 					Description: "Name of this IRIS API user in Vault: letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_'.",
 					Required:    true,
 				},
+				keyKind: {
+					Type:        framework.TypeString,
+					Description: "Kind of credential, fixed at create: api_user (the default; Trackunit Manager's API users, password grant), api_key (API Tokens v2 from the API Keys app, scoped, client_credentials) or app (an IrisX app installation, client_credentials).",
+				},
+				keyAccountID: {
+					Type:        framework.TypeString,
+					Description: "kind=app only: the Trackunit account that installed the app. Shown on read; not a secret.",
+				},
 				keyClientID: {
 					Type:        framework.TypeString,
-					Description: "Client ID of the API user, from Trackunit Manager (Administration → API Access). Required on create.",
+					Description: "OAuth client ID of the credential. Required on create.",
 				},
 				keyClientSecret: {
 					Type:         framework.TypeString,
-					Description:  "Client secret of the API user. Required on create. Write-only: never returned.",
+					Description:  "OAuth client secret. Required on create. Write-only: never returned.",
 					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				},
 				keyUsername: {
 					Type:        framework.TypeString,
-					Description: "Username of the API user. Required on create.",
+					Description: "kind=api_user only: username of the API user. Required on create.",
 				},
 				keyPassword: {
 					Type:         framework.TypeString,
-					Description:  "Password of the API user, shown once by Trackunit Manager. Required on create. Write-only: never returned.",
+					Description:  "kind=api_user only: password of the API user, shown once by Trackunit Manager. Required on create. Write-only: never returned.",
 					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				},
 				keyScopes: {
 					Type:        framework.TypeCommaStringSlice,
-					Description: "Scopes to request, as a list or a comma- or space-separated string. offline_access makes IRIS issue refresh tokens (API users created from 2025 on).",
-					Default:     defaultScopes,
+					Description: "Scopes to request, as a list or a comma- or space-separated string. API users default to 'api offline_access' (offline_access makes IRIS issue refresh tokens); API keys and apps have no default and must name a subset of their allowed scopes.",
 				},
 				keyTokenURL: {
 					Type:        framework.TypeString,
-					Description: "IRIS token endpoint. Must be https://; http:// is accepted only for loopback hosts (local emulators).",
-					Default:     DefaultTokenURL,
+					Description: "Token endpoint. Defaults to the kind's: https://auth.trackunit.com/token, /token/v2 (api_key) or /apptoken (app). Must be https://; http:// is accepted only for loopback hosts (local emulators).",
 				},
 				keyRevocationURL: {
 					Type:        framework.TypeString,
@@ -98,7 +107,7 @@ func pathConfig(b *backend) []*framework.Path {
 				},
 				keyVerify: {
 					Type:        framework.TypeBool,
-					Description: "Verify the credentials with one password grant before storing them. Set false to store them without calling IRIS.",
+					Description: "Verify the credentials with one grant before storing them. Set false to store them without calling IRIS.",
 					Default:     true,
 				},
 			},
@@ -149,14 +158,26 @@ func pathConfig(b *backend) []*framework.Path {
 }
 
 const configHelp = `
-An API user is created by an admin in Trackunit Manager (Administration → API
-Access) and comes with four secrets: client ID, client secret, username and
-password. Store them here once; creds/<name> then hands out access tokens.
+Stores one Trackunit credential, of one of three kinds (kind=…, fixed at
+create):
 
-A write to a new name creates the user and needs client_id, client_secret,
-username and password. A write to an existing name changes only the fields it
-names. Unless verify=false, every write first runs one password grant against
-IRIS and stores nothing if IRIS refuses the credentials.
+  api_user  an API user from Trackunit Manager (Administration → API Access):
+            client_id, client_secret, username and password; password grant
+            at https://auth.trackunit.com/token, refresh tokens.
+  api_key   an API key from the API Keys app ("API Tokens v2"): client_id,
+            client_secret and the scopes to request (a subset of the key's
+            allowed scopes); client_credentials at .../token/v2, 20-minute
+            tokens, no refresh tokens. Least privilege: prefer these.
+  app       an IrisX app installation: client_id, client_secret, scopes from
+            the app manifest, and account_id; client_credentials at
+            .../apptoken.
+
+Store them here once; creds/<name> and token/<name> then hand out access
+tokens. A write to a new name creates the credential and needs all its
+fields. A write to an existing name changes only the fields it names; one
+that changes token_url or revocation_url must carry the secrets too. Unless
+verify=false, every write first obtains one token from IRIS and stores
+nothing if IRIS refuses the credentials.
 
 client_secret and password are write-only.
 `
@@ -180,9 +201,9 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, d *f
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	return &logical.Response{Data: map[string]interface{}{
+	data := map[string]interface{}{
+		keyKind:            cfg.kind().name,
 		keyClientID:        cfg.ClientID,
-		keyUsername:        cfg.Username,
 		keyScopes:          cfg.Scopes,
 		keyTokenURL:        cfg.TokenURL,
 		keyRevocationURL:   cfg.RevocationURL,
@@ -191,7 +212,14 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, d *f
 		keyRequestTimeout:  int64(cfg.RequestTimeout / time.Second),
 		keyRenewableLeases: cfg.RenewableLeases,
 		keyRefreshFloor:    int64(cfg.RefreshFloor / time.Second),
-	}}, nil
+	}
+	if cfg.kind().actsAsUser {
+		data[keyUsername] = cfg.Username
+	}
+	if cfg.kind().takesAccountID {
+		data[keyAccountID] = cfg.AccountID
+	}
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *backend) pathConfigList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -229,10 +257,26 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("API user %q does not exist; create it with all required fields", name), nil
 	}
 
-	cfg := newAPIUserConfig()
+	var cfg *apiUserConfig
 	if existing != nil {
 		copied := *existing
 		cfg = &copied
+		if v, ok := d.GetOk(keyKind); ok && v.(string) != cfg.kind().name {
+			return logical.ErrorResponse("%s is fixed when a credential is created (%q is a %s); delete it and create it again to change it", keyKind, name, cfg.kind().name), nil
+		}
+	} else {
+		kindName := d.Get(keyKind).(string)
+		if kindName == "" {
+			kindName = kindAPIUser
+		}
+		kind, ok := credentialKinds[kindName]
+		if !ok {
+			return logical.ErrorResponse("%s must be one of %s", keyKind, kindNames()), nil
+		}
+		cfg = newAPIUserConfig(kind)
+	}
+	if refused := inapplicableFields(cfg.kind(), d); len(refused) > 0 {
+		return logical.ErrorResponse("invalid configuration for %q: %s", name, strings.Join(refused, "; ")), nil
 	}
 	if problems := applyConfigFields(cfg, d, existing == nil); len(problems) > 0 {
 		return logical.ErrorResponse("invalid configuration for API user %q: %s", name, strings.Join(problems, "; ")), nil
@@ -259,7 +303,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if d.Get(keyVerify).(bool) {
 		verified, err = b.verify(ctx, cfg)
 		if err != nil {
-			return verifyFailure(refFor(req, name), err)
+			return verifyFailure(refFor(req, name).of(cfg), err)
 		}
 	}
 
@@ -315,7 +359,24 @@ func applyConfigFields(cfg *apiUserConfig, d *framework.FieldData, creating bool
 	if v, ok := d.GetOk(keyRenewableLeases); ok {
 		cfg.RenewableLeases = v.(bool)
 	}
+	if v, ok := d.GetOk(keyAccountID); ok {
+		cfg.AccountID = strings.TrimSpace(v.(string))
+	}
 	return append(problems, cfg.validate(creating)...)
+}
+
+// inapplicableFields names the fields of the request that the kind does not
+// take, each with why, so that a config never silently ignores a setting.
+func inapplicableFields(kind *credentialKind, d *framework.FieldData) []string {
+	var refused []string
+	for key, why := range kind.inapplicableKeys() {
+		if _, given := d.Raw[key]; !given || (key == keyRenewableLeases && !d.Get(key).(bool)) {
+			continue
+		}
+		refused = append(refused, fmt.Sprintf("%s does not apply to kind %s: %s", key, kind.name, why))
+	}
+	sort.Strings(refused)
+	return refused
 }
 
 // secretsMissingForNewEndpoint names the secrets an update must carry
@@ -327,7 +388,7 @@ func secretsMissingForNewEndpoint(existing, cfg *apiUserConfig, d *framework.Fie
 		return nil
 	}
 	var missing []string
-	for _, key := range []string{keyClientSecret, keyPassword} {
+	for _, key := range cfg.kind().secretKeys() {
 		if _, ok := d.Raw[key]; !ok {
 			missing = append(missing, key)
 		}

@@ -31,6 +31,7 @@ func TestConfigLifecycle(t *testing.T) {
 
 	resp := env.mustRequest(logical.ReadOperation, "config/demo", nil)
 	require.Equal(t, map[string]interface{}{
+		"kind":             "api_user",
 		"client_id":        demoUser.ClientID,
 		"username":         demoUser.Username,
 		"scopes":           []string{"api", "offline_access"},

@@ -10,7 +10,6 @@ import (
 )
 
 const (
-	keyKind                = "kind"
 	keyTokenHeld           = "token_held"
 	keyTokenObtainedAt     = "token_obtained_at"
 	keyTokenExpiresAt      = "token_expires_at"
@@ -101,7 +100,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 	}
 	grants := b.grants.report(ref.name, cfg.Generation)
 	data := map[string]interface{}{
-		keyKind:                kindAPIUser,
+		keyKind:                cfg.kind().name,
 		keyTokenHeld:           sess != nil,
 		keyTokenObtainedAt:     "",
 		keyTokenExpiresAt:      "",

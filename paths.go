@@ -76,6 +76,15 @@ func apiUserNameField() map[string]*framework.FieldSchema {
 type apiUserRef struct {
 	name  string
 	mount string // with its trailing slash
+	// kind and scopes, once the config is known, let hints speak of them
+	kind   *credentialKind
+	scopes []string
+}
+
+// of completes the reference with what the config says.
+func (r apiUserRef) of(cfg *apiUserConfig) apiUserRef {
+	r.kind, r.scopes = cfg.kind(), cfg.Scopes
+	return r
 }
 
 func refFor(req *logical.Request, name string) apiUserRef {
@@ -104,7 +113,7 @@ func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framewor
 	if cfg == nil {
 		return ref, nil, nil, unknownAPIUser(ref)
 	}
-	return ref, cfg, nil, nil
+	return ref.of(cfg), cfg, nil, nil
 }
 
 // unknownAPIUser is the caller's mistake of naming an API user that is not

@@ -133,6 +133,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 		return nil, fmt.Errorf("the API user that issued this lease no longer exists at %s (deleted, or replaced by another API user of the same name), so the lease cannot be renewed; read %s again for a new token",
 			ref.configPath(), ref.credsPath())
 	}
+	ref = ref.of(cfg)
 	if !cfg.RenewableLeases {
 		return nil, fmt.Errorf("renewal is disabled for API user %q (renewable_leases=false); read %s again for a new token", ref.name, ref.credsPath())
 	}

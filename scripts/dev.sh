@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make dev: a real Vault dev server with the IRIS plugin registered (by SHA-256
 # and version) and enabled at iris/, an IRIS emulator on loopback, and a demo
-# API user at iris/config/demo. Stays up until Ctrl-C, then stops all of it.
+# credential of each kind: an API user at iris/config/demo, an API key at
+# iris/config/demo-key and an app installation at iris/config/demo-app. Stays
+# up until Ctrl-C, then stops all of it.
 #
 # Settings (environment):
 #   VAULT_BIN, PLUGIN_BIN, EMULATOR_BIN, PLUGIN_VERSION   set by the Makefile
@@ -26,6 +28,13 @@ demo_client_id=0oademo0000000000000
 demo_client_secret=demo-client-secret-NOT-A-REAL-SECRET
 demo_username=demo-api-user
 demo_password=demo-password-NOT-A-REAL-SECRET
+demo_key_id=0oakey00000000000000
+demo_key_secret=demo-key-secret-NOT-A-REAL-SECRET
+demo_key_scopes=iris.assets.read,iris.alerts.read
+demo_app_id=0oaapp00000000000000
+demo_app_secret=demo-app-secret-NOT-A-REAL-SECRET
+demo_app_account=demo-account-4711
+demo_app_scopes=iris.assets.read
 
 for bin in "$VAULT_BIN" "$PLUGIN_BIN" "$EMULATOR_BIN"; do
 	if [[ ! -x "$bin" ]]; then
@@ -106,6 +115,8 @@ set -m
 "$EMULATOR_BIN" -addr 127.0.0.1:0 -ready-file "$work_dir/emulator.url" \
 	-client-id "$demo_client_id" -client-secret "$demo_client_secret" \
 	-username "$demo_username" -password "$demo_password" \
+	-api-key "$demo_key_id:$demo_key_secret:$demo_key_scopes" \
+	-app "$demo_app_id:$demo_app_secret:$demo_app_account:$demo_app_scopes" \
 	-token-lifetime "$DEV_TOKEN_LIFETIME" >"$work_dir/emulator.log" 2>&1 &
 emulator_pid=$!
 set +m
@@ -148,14 +159,24 @@ vault write iris/config/demo \
 	client_id="$demo_client_id" client_secret="$demo_client_secret" \
 	username="$demo_username" password="$demo_password" \
 	token_url="$emulator_url/token" revocation_url="$emulator_url/revoke" >/dev/null
+vault write iris/config/demo-key kind=api_key \
+	client_id="$demo_key_id" client_secret="$demo_key_secret" \
+	scopes=iris.assets.read token_url="$emulator_url/token/v2" >/dev/null
+vault write iris/config/demo-app kind=app account_id="$demo_app_account" \
+	client_id="$demo_app_id" client_secret="$demo_app_secret" \
+	scopes="$demo_app_scopes" token_url="$emulator_url/apptoken" >/dev/null
 
 echo
 echo "Vault $("$VAULT_BIN" version | awk '{sub(",", "", $2); print $2}') is running at $VAULT_ADDR with $plugin_name $PLUGIN_VERSION"
 echo "(registered by SHA-256 $sha256) enabled at iris/."
-echo "The IRIS emulator is at $emulator_url; iris/config/demo points at it."
-echo
-echo "\$ vault read iris/creds/demo"
-vault read iris/creds/demo
+echo "The IRIS emulator is at $emulator_url; iris/config/demo (an API user),"
+echo "iris/config/demo-key (an API key) and iris/config/demo-app (an app"
+echo "installation) point at it."
+for name in demo demo-key demo-app; do
+	echo
+	echo "\$ vault read iris/creds/$name"
+	vault read "iris/creds/$name"
+done
 echo
 vault_dir="$(cd "$(dirname "$VAULT_BIN")" && pwd)"
 cat <<EOF
@@ -165,20 +186,17 @@ Next, in another shell:
   export VAULT_ADDR=$VAULT_ADDR
   export VAULT_TOKEN=$VAULT_TOKEN
 
-  vault read iris/creds/demo          # a new leased access token each time
-  vault read iris/config/demo         # the stored API user, without its secrets
-  vault list iris/config              # every stored API user
+  vault read iris/creds/demo-key      # a new leased access token each time
+  vault read iris/token/demo-key      # the shared, always-fresh token
+  vault read iris/status/demo-key     # how the credential is doing
+  vault read iris/config/demo         # a stored credential, without its secrets
+  vault list iris/config              # every stored credential
   vault path-help iris/creds/demo     # what each path does
-EOF
-if vault path-help iris/token/demo >/dev/null 2>&1; then
-	echo "  vault read iris/token/demo          # the API user's shared token"
-fi
-cat <<EOF
 
-To use the real Trackunit IRIS (https://auth.trackunit.com/token, the default
-token_url), store an API user from Trackunit Manager:
+To use the real Trackunit IRIS (each kind's token_url defaults to it), store
+an API key from Trackunit's API Keys app:
 
-  vault write iris/config/<name> client_id=… client_secret=… username=… password=…
+  vault write iris/config/<name> kind=api_key client_id=… client_secret=… scopes=…
   vault read iris/creds/<name>
 
 Logs: $work_dir/vault.log, $work_dir/emulator.log
