@@ -30,6 +30,25 @@ func newBenchEnv(b *testing.B, extra map[string]interface{}) *benchEnv {
 	b.Helper()
 	emu := iristest.NewServer(demoUser)
 	b.Cleanup(emu.Close)
+	return newBenchEnvFor(b, map[string]interface{}{
+		"client_id": demoUser.ClientID, "client_secret": demoUser.ClientSecret,
+		"username": demoUser.Username, "password": demoUser.Password, "token_url": emu.TokenURL,
+	}, extra)
+}
+
+// newKeyBenchEnv is newBenchEnv for an API key.
+func newKeyBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	emu := iristest.NewServer()
+	b.Cleanup(emu.Close)
+	emu.AddAPIKey(demoKey)
+	return newBenchEnvFor(b, map[string]interface{}{
+		"kind": "api_key", "client_id": demoKey.ClientID, "client_secret": demoKey.ClientSecret,
+		"scopes": "iris.assets.read", "token_url": emu.TokenV2URL,
+	}, nil)
+}
+
+func newBenchEnvFor(b *testing.B, data, extra map[string]interface{}) *benchEnv {
 	env := &benchEnv{b: newBackend(backendOptions{client: newIRISClient(hclog.NewNullLogger())})}
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.NewNullLogger()
@@ -37,10 +56,6 @@ func newBenchEnv(b *testing.B, extra map[string]interface{}) *benchEnv {
 	env.storage = conf.StorageView
 	if err := env.b.Setup(context.Background(), conf); err != nil {
 		b.Fatal(err)
-	}
-	data := map[string]interface{}{
-		"client_id": demoUser.ClientID, "client_secret": demoUser.ClientSecret,
-		"username": demoUser.Username, "password": demoUser.Password, "token_url": emu.TokenURL,
 	}
 	for k, v := range extra {
 		data[k] = v
@@ -93,6 +108,23 @@ func BenchmarkCredsRead(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		benchRead(b, env, "creds/demo")
+	}
+}
+
+func BenchmarkAPIKeyCredsRead(b *testing.B) {
+	env := newKeyBenchEnv(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		benchRead(b, env, "creds/demo")
+	}
+}
+
+func BenchmarkAPIKeyTokenRead(b *testing.B) {
+	env := newKeyBenchEnv(b)
+	benchRead(b, env, "token/demo")
+	b.ReportAllocs()
+	for b.Loop() {
+		benchRead(b, env, "token/demo")
 	}
 }
 

@@ -15,6 +15,9 @@ import (
 const (
 	keyAgentTTL       = "ttl" // the token/ response's ttl, for Vault Agent
 	keyRotationPeriod = "rotation_period"
+	// keyLastRotation makes the Vault Secrets Operator treat the lease-less
+	// token as a rotating static secret and re-sync after each rotation.
+	keyLastRotation = "last_vault_rotation"
 
 	// outageRetryTTL is the ttl handed out with a token served during an
 	// IRIS outage, so that Agent templates come back soon.
@@ -51,7 +54,9 @@ The response has no lease. Besides access_token, token_type, scope, expires_at
 and expires_in it carries ttl (seconds until the engine replaces this token)
 and rotation_period (seconds between replacements), both integers: Vault Agent
 templates re-read such a response ttl+1 seconds later, so rendered files
-always hold a live token.
+always hold a live token. last_vault_rotation (RFC 3339) says when the
+current token was obtained, so that the Vault Secrets Operator re-syncs after
+each replacement.
 
 When IRIS cannot be reached, a read keeps serving the current token, with a
 warning and a short ttl, while it has more than max(60s, 5% of its lifetime)
@@ -93,5 +98,6 @@ func (b *backend) sessionResponse(sess *tokenSession, cfg *apiUserConfig, now ti
 	refreshAt := sess.refreshAt(cfg)
 	data[keyAgentTTL] = max(int64(refreshAt.Sub(now)/time.Second), 1)
 	data[keyRotationPeriod] = max(int64(refreshAt.Sub(sess.ObtainedAt)/time.Second), 1)
+	data[keyLastRotation] = sess.ObtainedAt.UTC().Format(time.RFC3339)
 	return &logical.Response{Data: data}
 }

@@ -21,7 +21,7 @@ func TestTokenReadServesOneSharedToken(t *testing.T) {
 	// The verifying grant of the config write seeded the session.
 	first := env.readToken("demo")
 	require.Zero(t, env.iris.Stats().Requests)
-	require.ElementsMatch(t, []string{"access_token", "token_type", "scope", "expires_at", "expires_in", "ttl", "rotation_period"}, keys(first.Data))
+	require.ElementsMatch(t, []string{"access_token", "token_type", "scope", "expires_at", "expires_in", "ttl", "rotation_period", "last_vault_rotation"}, keys(first.Data))
 	// Vault Agent needs JSON integers: a string ttl crashes it.
 	require.Equal(t, int64(2400), first.Data["ttl"])
 	require.Equal(t, int64(2400), first.Data["rotation_period"])
@@ -434,4 +434,31 @@ func TestLostRefreshIsNeverSentAgain(t *testing.T) {
 		require.Len(t, resp.Warnings, 1)
 		require.Equal(t, kept, env.storedSession("demo").RefreshToken, "429 comes before any processing")
 	})
+}
+
+// The Vault Secrets Operator treats a response without a lease as a rotating
+// static secret only when its data has last_vault_rotation (RFC 3339) and a
+// rotation_period of at least 1; it then re-syncs once the period has passed
+// since the last rotation, which must therefore be when the current token
+// was obtained.
+func TestTokenResponseMeetsTheSecretsOperatorRule(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	first := env.readToken("demo")
+	obtained := env.storedSession("demo").ObtainedAt
+
+	rotated, err := time.Parse(time.RFC3339, first.Data["last_vault_rotation"].(string))
+	require.NoError(t, err)
+	require.Equal(t, obtained.Truncate(time.Second).UTC(), rotated)
+	period, ok := first.Data["rotation_period"].(int64)
+	require.True(t, ok, "an integer")
+	require.GreaterOrEqual(t, period, int64(1))
+	require.Nil(t, first.Secret)
+	// The next rotation is due one period after the last.
+	require.WithinDuration(t, obtained.Add(2400*time.Second), rotated.Add(time.Duration(period)*time.Second), time.Second)
+
+	env.clock.Advance(time.Duration(period+1) * time.Second)
+	second := env.readToken("demo")
+	require.NotEqual(t, first.Data["access_token"], second.Data["access_token"])
+	require.NotEqual(t, first.Data["last_vault_rotation"], second.Data["last_vault_rotation"], "each rotation moves it")
 }
