@@ -34,29 +34,10 @@ var demoUser = iristest.User{
 // in every request.
 const testMount = "iris/"
 
-// testClock is the injected clock: tests advance it instead of sleeping.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock {
-	// Vault's own TTL arithmetic (framework.CalculateTTL) reads the real
-	// clock, so the fake one starts there.
-	return &testClock{now: time.Now().Truncate(time.Second)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+// newTestClock is the injected clock: tests advance it instead of sleeping.
+// Vault's own TTL arithmetic (framework.CalculateTTL) reads the real clock,
+// so the fake one starts there.
+func newTestClock() *iristest.Clock { return iristest.NewClock(time.Now().Truncate(time.Second)) }
 
 // testEnv is a backend wired to an emulator, sharing one fake clock.
 type testEnv struct {
@@ -64,7 +45,7 @@ type testEnv struct {
 	b       *backend
 	storage logical.Storage
 	iris    *iristest.Server
-	clock   *testClock
+	clock   *iristest.Clock
 	sysView *logical.StaticSystemView
 	sleeps  []time.Duration
 	sleepMu sync.Mutex

@@ -139,21 +139,8 @@ func pathConfig(b *backend) []*framework.Path {
 			HelpSynopsis:    "Store an IRIS API user: its client ID and secret, username and password.",
 			HelpDescription: strings.TrimSpace(configHelp),
 		},
-		{
-			Pattern: "config/?$",
-			DisplayAttrs: &framework.DisplayAttributes{
-				OperationPrefix: operationPrefix,
-				OperationSuffix: "api-users",
-			},
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathConfigList,
-					Summary:  "List the names of the stored IRIS API users.",
-				},
-			},
-			HelpSynopsis:    "List the stored IRIS API users.",
-			HelpDescription: "Lists the names under config/. Nothing else about the users is returned.",
-		},
+		b.apiUserListPath("config", "api-users", "List the names of the stored IRIS API users.",
+			"List the stored IRIS API users.", "Lists the names under config/. Nothing else about the users is returned."),
 	}
 }
 
@@ -220,14 +207,6 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, d *f
 		data[keyAccountID] = cfg.AccountID
 	}
 	return &logical.Response{Data: data}, nil
-}
-
-func (b *backend) pathConfigList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := req.Storage.List(ctx, configStoragePrefix)
-	if err != nil {
-		return nil, err
-	}
-	return logical.ListResponse(names), nil
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

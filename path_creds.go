@@ -2,34 +2,19 @@ package iris
 
 import (
 	"context"
-	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
 func pathCreds(b *backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern: "creds/" + nameCapture,
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "generate",
-			OperationSuffix: "access-token",
-		},
-		Fields: apiUserNameField(),
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: withFieldValidation(b.pathCredsRead),
-				Summary:  "Get a new IRIS access token for the API user, as a lease that ends before the token does.",
-				// A standby cannot create leases: forwarding up front keeps
-				// the password grant from running once here and again on the
-				// active node.
-				ForwardPerformanceStandby: true,
-			},
-		},
-		HelpSynopsis:    "Get a leased IRIS access token for an API user.",
-		HelpDescription: strings.TrimSpace(credsHelp),
-	}}
+	return []*framework.Path{apiUserPath("creds", "generate", "access-token", &framework.PathOperation{
+		Callback: b.pathCredsRead,
+		Summary:  "Get a new IRIS access token for the API user, as a lease that ends before the token does.",
+		// A standby cannot create leases: forwarding up front keeps the
+		// grant from running once here and again on the active node.
+		ForwardPerformanceStandby: true,
+	}, "Get a leased IRIS access token for an API user.", credsHelp)}
 }
 
 const credsHelp = `

@@ -2,7 +2,6 @@ package iris
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -26,38 +25,13 @@ const (
 
 func pathStatus(b *backend) []*framework.Path {
 	return []*framework.Path{
-		{
-			Pattern: "status/" + nameCapture,
-			DisplayAttrs: &framework.DisplayAttributes{
-				OperationPrefix: operationPrefix,
-				OperationVerb:   "read",
-				OperationSuffix: "api-user-status",
-			},
-			Fields: apiUserNameField(),
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{
-					Callback: withFieldValidation(b.pathStatusRead),
-					Summary:  "Show how an API user is doing, without any secret or token.",
-				},
-			},
-			HelpSynopsis:    "Show the health of an API user's token grants.",
-			HelpDescription: strings.TrimSpace(statusHelp),
-		},
-		{
-			Pattern: "status/?$",
-			DisplayAttrs: &framework.DisplayAttributes{
-				OperationPrefix: operationPrefix,
-				OperationSuffix: "api-user-statuses",
-			},
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathConfigList,
-					Summary:  "List the API users that have a status.",
-				},
-			},
-			HelpSynopsis:    "List the API users whose status can be read.",
-			HelpDescription: "Lists the names under config/, for monitoring that may read status/ but not config/.",
-		},
+		apiUserPath("status", "read", "api-user-status", &framework.PathOperation{
+			Callback: b.pathStatusRead,
+			Summary:  "Show how an API user is doing, without any secret or token.",
+		}, "Show the health of an API user's token grants.", statusHelp),
+		b.apiUserListPath("status", "api-user-statuses", "List the API users that have a status.",
+			"List the API users whose status can be read.",
+			"Lists the names under config/, for monitoring that may read status/ but not config/."),
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -25,23 +24,10 @@ const (
 )
 
 func pathToken(b *backend) []*framework.Path {
-	return []*framework.Path{{
-		Pattern: "token/" + nameCapture,
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationVerb:   "read",
-			OperationSuffix: "shared-token",
-		},
-		Fields: apiUserNameField(),
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: withFieldValidation(b.pathTokenRead),
-				Summary:  "Get the API user's shared, always-fresh IRIS access token (no lease).",
-			},
-		},
-		HelpSynopsis:    "Get the shared IRIS access token of an API user.",
-		HelpDescription: strings.TrimSpace(tokenHelp),
-	}}
+	return []*framework.Path{apiUserPath("token", "read", "shared-token", &framework.PathOperation{
+		Callback: b.pathTokenRead,
+		Summary:  "Get the API user's shared, always-fresh IRIS access token (no lease).",
+	}, "Get the shared IRIS access token of an API user.", tokenHelp)}
 }
 
 const tokenHelp = `

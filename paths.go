@@ -59,6 +59,48 @@ func nameFrom(d *framework.FieldData) (string, *logical.Response) {
 	return name, nil
 }
 
+// apiUserPath is a path that reads something of one stored API user:
+// <prefix>/<name>, its read operation, and its help.
+func apiUserPath(prefix, verb, suffix string, read *framework.PathOperation, synopsis, help string) *framework.Path {
+	read.Callback = withFieldValidation(read.Callback)
+	return &framework.Path{
+		Pattern: prefix + "/" + nameCapture,
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationVerb:   verb,
+			OperationSuffix: suffix,
+		},
+		Fields:          apiUserNameField(),
+		Operations:      map[logical.Operation]framework.OperationHandler{logical.ReadOperation: read},
+		HelpSynopsis:    synopsis,
+		HelpDescription: strings.TrimSpace(help),
+	}
+}
+
+// apiUserListPath lists the stored API users' names under prefix/.
+func (b *backend) apiUserListPath(prefix, suffix, summary, synopsis, help string) *framework.Path {
+	return &framework.Path{
+		Pattern: prefix + "/?$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationSuffix: suffix,
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ListOperation: &framework.PathOperation{Callback: b.listAPIUsers, Summary: summary},
+		},
+		HelpSynopsis:    synopsis,
+		HelpDescription: help,
+	}
+}
+
+func (b *backend) listAPIUsers(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, configStoragePrefix)
+	if err != nil {
+		return nil, err
+	}
+	return logical.ListResponse(names), nil
+}
+
 // apiUserNameField is the schema of the paths that act for a stored API user.
 func apiUserNameField() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{

@@ -160,7 +160,7 @@ func TestCredentialClientsAtTokenEndpoint(t *testing.T) {
 func TestClientCredentialsTokensLifecycle(t *testing.T) {
 	s := newCredentialServer(t)
 	clock := newFakeClock()
-	s.SetClock(clock.now)
+	s.SetClock(clock.Now)
 	keyAuth := basic(testKey.ClientID, testKey.ClientSecret)
 	appAuth := basic(testApp.ClientID, testApp.ClientSecret)
 
@@ -173,7 +173,7 @@ func TestClientCredentialsTokensLifecycle(t *testing.T) {
 	if res.status != 200 || res.json["active"] != true || res.str("client_id") != testKey.ClientID || res.str("scope") != "sites" || res.json["username"] != nil {
 		t.Errorf("introspect API key token: %d %s", res.status, res.raw)
 	}
-	if exp := res.json["exp"]; exp != float64(clock.now().Add(1200*time.Second).Unix()) {
+	if exp := res.json["exp"]; exp != float64(clock.Now().Add(1200*time.Second).Unix()) {
 		t.Errorf("exp %v", exp)
 	}
 	res = post(t, s.IntrospectionURL, appAuth, form("token", appAT))
@@ -190,14 +190,14 @@ func TestClientCredentialsTokensLifecycle(t *testing.T) {
 	if active, _ := s.Introspect(keyAT); active {
 		t.Error("revoked API key token still active")
 	}
-	clock.advance(3600 * time.Second)
+	clock.Advance(3600 * time.Second)
 	if active, _ := s.Introspect(appAT); active {
 		t.Error("app token active after 3600 s")
 	}
 
 	is, ok := s.IssuanceOf(appAT)
 	want := Issuance{Endpoint: "/apptoken", GrantType: "client_credentials", ClientID: testApp.ClientID, AccountID: testApp.AccountID,
-		Scope: "asset.read fleet.read", AccessToken: appAT, IssuedAt: clock.now().Add(-time.Hour), ExpiresAt: clock.now(), Answered: true}
+		Scope: "asset.read fleet.read", AccessToken: appAT, IssuedAt: clock.Now().Add(-time.Hour), ExpiresAt: clock.Now(), Answered: true}
 	if !ok || is != want {
 		t.Errorf("IssuanceOf(app token) = %+v, want %+v", is, want)
 	}

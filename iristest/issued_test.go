@@ -10,19 +10,19 @@ import (
 func TestIssuedRecordsEveryAnswer(t *testing.T) {
 	s := newTestServer(t)
 	clock := newFakeClock()
-	s.SetClock(clock.now)
+	s.SetClock(clock.Now)
 	at1, rt1 := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
-	clock.advance(time.Minute)
+	clock.Advance(time.Minute)
 	at2, rt2 := wantToken(t, refresh(t, s, mainUser, rt1), "api offline_access", true)
 	atOther, _ := wantToken(t, login(t, s, otherUser, "api"), "api", false)
 
 	want := []Issuance{
 		{Endpoint: "/token", GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api offline_access",
-			AccessToken: at1, RefreshToken: rt1, IssuedAt: clock.now().Add(-time.Minute), ExpiresAt: clock.now().Add(time.Hour - time.Minute), Answered: true},
+			AccessToken: at1, RefreshToken: rt1, IssuedAt: clock.Now().Add(-time.Minute), ExpiresAt: clock.Now().Add(time.Hour - time.Minute), Answered: true},
 		{Endpoint: "/token", GrantType: "refresh_token", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api offline_access",
-			AccessToken: at2, RefreshToken: rt2, IssuedAt: clock.now(), ExpiresAt: clock.now().Add(time.Hour), Answered: true},
+			AccessToken: at2, RefreshToken: rt2, IssuedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour), Answered: true},
 		{Endpoint: "/token", GrantType: "password", ClientID: otherUser.ClientID, Username: otherUser.Username, Scope: "api",
-			AccessToken: atOther, IssuedAt: clock.now(), ExpiresAt: clock.now().Add(time.Hour), Answered: true},
+			AccessToken: atOther, IssuedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour), Answered: true},
 	}
 	got := s.Issued()
 	if len(got) != len(want) {

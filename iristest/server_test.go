@@ -384,9 +384,9 @@ func TestRevokeAllAndRemoveUser(t *testing.T) {
 func TestIntrospectionExpiry(t *testing.T) {
 	s := newTestServer(t)
 	clock := newFakeClock()
-	s.SetClock(clock.now)
+	s.SetClock(clock.Now)
 	s.SetTokenLifetime(60 * time.Second)
-	issued := clock.now()
+	issued := clock.Now()
 	at, _ := wantToken(t, login(t, s, mainUser, "api"), "api", false)
 
 	active, exp := s.Introspect(at)
@@ -410,11 +410,11 @@ func TestIntrospectionExpiry(t *testing.T) {
 		t.Errorf("another client sees the token: %s", res.raw)
 	}
 
-	clock.advance(59 * time.Second)
+	clock.Advance(59 * time.Second)
 	if active, _ := s.Introspect(at); !active {
 		t.Error("inactive before expiry")
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if active, _ := s.Introspect(at); active {
 		t.Error("active at expiry")
 	}
@@ -457,16 +457,16 @@ func TestTokenLifetime(t *testing.T) {
 func TestRequestLog(t *testing.T) {
 	s := newTestServer(t)
 	clock := newFakeClock()
-	s.SetClock(clock.now)
+	s.SetClock(clock.Now)
 	login(t, s, mainUser, "api offline_access")
 	post(t, s.TokenURL, basic(mainUser.ClientID, "wrong"), passwordForm(mainUser, "api"))
 	post(t, s.TokenURL, "", passwordForm(mainUser, "api")+"&client_id=x")
 
 	reqs := s.Requests()
 	want := []Request{
-		{Endpoint: "/token", GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api offline_access", HeaderOK: true, Status: 200, Time: clock.now()},
-		{Endpoint: "/token", GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 401, Time: clock.now()},
-		{Endpoint: "/token", GrantType: "password", ClientID: "x", Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 400, Time: clock.now()},
+		{Endpoint: "/token", GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api offline_access", HeaderOK: true, Status: 200, Time: clock.Now()},
+		{Endpoint: "/token", GrantType: "password", ClientID: mainUser.ClientID, Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 401, Time: clock.Now()},
+		{Endpoint: "/token", GrantType: "password", ClientID: "x", Username: mainUser.Username, Scope: "api", HeaderOK: false, Status: 400, Time: clock.Now()},
 	}
 	if len(reqs) != len(want) {
 		t.Fatalf("got %d requests", len(reqs))
