@@ -28,9 +28,10 @@ type backend struct {
 	client *irisauth.Client
 	now    func() time.Time
 
-	grants   *grantBook
-	configs  *entryCache[apiUserConfig]
-	sessions *entryCache[tokenSession]
+	grants    *grantBook
+	refresher *backgroundRefresher
+	configs   *entryCache[apiUserConfig]
+	sessions  *entryCache[tokenSession]
 
 	// flights lets one grant per API user run at a time; sessionLocks
 	// order a grant's write-back against config writes and deletes.
@@ -79,6 +80,7 @@ func newBackend(opts backendOptions) *backend {
 		b.now = time.Now
 	}
 	b.grants = newGrantBook(b.now)
+	b.refresher = newBackgroundRefresher()
 	if b.client == nil {
 		b.client = newIRISClient(nil)
 	}
@@ -100,11 +102,14 @@ func newBackend(opts backendOptions) *backend {
 			pathCreds(b),
 			pathToken(b),
 			pathStatus(b),
+			pathSettings(b),
 		),
 		Secrets: []*framework.Secret{
 			secretAccessToken(b),
 		},
-		Invalidate:   b.invalidate,
+		Invalidate: b.invalidate,
+		// Background grants stop with the mount.
+		Clean:        func(context.Context) { b.refresher.cancel() },
 		PeriodicFunc: b.periodic,
 	}
 	return b

@@ -229,15 +229,16 @@ func TestTokenBackgroundRefresh(t *testing.T) {
 	first := env.readToken("demo")
 	env.iris.ResetStats()
 
-	// Not yet near the refresh point (2400 s): nothing happens.
-	env.clock.Advance(2000 * time.Second)
+	// Not yet half its life (1800 s), the earliest a spread-out background
+	// refresh may come: nothing happens.
+	env.clock.Advance(1700 * time.Second)
 	env.readToken("demo")
 	env.periodic()
 	require.Zero(t, env.iris.Stats().Requests)
 
-	// Within the lead of the refresh point: the session in use is replaced
-	// ahead of time, the idle one is left to expire.
-	env.clock.Advance(300 * time.Second)
+	// Within the lead of the refresh point (2400 s less 120 s): the session
+	// in use is replaced ahead of time, the idle one is left to expire.
+	env.clock.Advance(600 * time.Second)
 	env.periodic()
 	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
 	resp := env.readToken("demo")

@@ -26,10 +26,6 @@ const (
 	// during an outage; below the larger of this and 5% of its lifetime,
 	// readers get the error instead.
 	minOutageFloor = time.Minute
-
-	// backgroundLead is how far ahead of its refresh point the periodic
-	// function refreshes a session; Vault runs it about once a minute.
-	backgroundLead = 2 * time.Minute
 )
 
 // tokenSession is the one shared token of an API user, served by token/.
@@ -303,61 +299,4 @@ func (b *backend) canWriteStorage() bool {
 		return false
 	}
 	return true
-}
-
-func (b *backend) markRead(name string) {
-	b.lastReadMu.Lock()
-	b.lastRead[name] = b.now()
-	b.lastReadMu.Unlock()
-}
-
-// forgetRead prunes a deleted API user from the read tracking.
-func (b *backend) forgetRead(name string) {
-	b.lastReadMu.Lock()
-	delete(b.lastRead, name)
-	b.lastReadMu.Unlock()
-}
-
-func (b *backend) readSince(name string, t time.Time) bool {
-	b.lastReadMu.Lock()
-	defer b.lastReadMu.Unlock()
-	last, ok := b.lastRead[name]
-	return ok && !last.Before(t)
-}
-
-// periodicRefresh replaces, ahead of time, the sessions that someone has
-// read and that near their refresh point, so that reads rarely wait on IRIS.
-// A session nobody read since it was obtained is left to expire: refreshing
-// it forever would keep a token alive for no one.
-func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
-	if !b.canWriteStorage() {
-		return nil
-	}
-	names, err := req.Storage.List(ctx, sessionStoragePrefix)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if ctx.Err() != nil {
-			return nil
-		}
-		cfg, err := b.config(ctx, req.Storage, name)
-		if err != nil || cfg == nil {
-			continue
-		}
-		sess, err := b.sessions.load(ctx, req.Storage, name)
-		if err != nil || sess == nil || sess.Generation != cfg.Generation {
-			continue
-		}
-		now := b.now()
-		halfLife := sess.ObtainedAt.Add(sess.lifetime() / 2)
-		due := now.After(sess.refreshAt(cfg).Add(-backgroundLead)) && now.After(halfLife)
-		if !due || !b.readSince(name, sess.ObtainedAt) {
-			continue
-		}
-		if _, err := b.refreshSession(ctx, req.Storage, refFor(req, name), backgroundLead); err != nil {
-			b.Logger().Warn("background token refresh failed; readers will retry", "name", name, "error", err)
-		}
-	}
-	return nil
 }

@@ -302,6 +302,9 @@ func TestStress(t *testing.T) {
 	wg.Wait()
 	close(done)
 	controllers.Wait()
+	for _, m := range mounts {
+		m.b.refresher.wait()
+	}
 	t.Logf("%d operations in %s", ops.Load(), time.Since(began).Round(time.Millisecond))
 	logTally(t, tally)
 

@@ -1,6 +1,7 @@
 package iristest
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -133,5 +134,41 @@ func TestConcurrentRefreshRace(t *testing.T) {
 	st := s.Stats()
 	if wins.Load() != 1 || st.RefreshGrants != 1 || st.RefreshReuse != n-1 {
 		t.Errorf("wins %d, stats %+v", wins.Load(), st)
+	}
+}
+
+func TestMaxInFlightCountsConcurrentRequests(t *testing.T) {
+	s := newTestServer(t)
+	s.SetFault(&Fault{Delay: time.Hour})
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.TokenURL, strings.NewReader("grant_type=password"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().InFlight < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("in flight: %d", s.Stats().InFlight)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	for s.Stats().InFlight > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("still in flight: %d", s.Stats().InFlight)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := s.Stats().MaxInFlight; got != 3 {
+		t.Fatalf("MaxInFlight = %d, want 3", got)
 	}
 }

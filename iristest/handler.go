@@ -106,8 +106,13 @@ func (s *Server) serveTokenEndpoint(w http.ResponseWriter, r *http.Request, gran
 	rec := s.record(r, body)
 	sw := &statusWriter{ResponseWriter: w}
 	answered := true
+	s.mu.Lock()
+	s.stats.InFlight++
+	s.stats.MaxInFlight = max(s.stats.MaxInFlight, s.stats.InFlight)
+	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
+		s.stats.InFlight--
 		if answered {
 			rec.Status = sw.status
 			if rec.Status == 0 {

@@ -109,6 +109,10 @@ type Stats struct {
 	// Requests counts every request to a token endpoint (/token, /token/v2
 	// and /apptoken), faulted ones included.
 	Requests int
+	// InFlight is how many token endpoint requests are being handled now,
+	// and MaxInFlight the most there were at once, so that tests can bound
+	// a client's concurrency.
+	InFlight, MaxInFlight int
 }
 
 // Request is one request to a token endpoint as received. It never holds a
@@ -464,7 +468,8 @@ func (s *Server) Stats() Stats {
 func (s *Server) ResetStats() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.stats = Stats{}
+	// Requests still being handled will count themselves out.
+	s.stats = Stats{InFlight: s.stats.InFlight}
 	s.requests = nil
 	clear(s.lockout.refused)
 }

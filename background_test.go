@@ -1,0 +1,136 @@
+package iris
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/stretchr/testify/require"
+
+	"vault-plugin-secrets-iris/iristest"
+)
+
+// manySessions stores n configs of the demo user, each holding a shared
+// token that has been read, all obtained at the same moment.
+func manySessions(env *testEnv, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("user-%04d", i)
+		env.writeConfig(names[i], demoUser, nil)
+		env.readToken(names[i])
+	}
+	env.iris.ResetStats()
+	return names
+}
+
+func TestBackgroundRefreshBoundsGrantsInFlight(t *testing.T) {
+	for _, limit := range []int{0, 3} {
+		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
+			env := newTestEnv(t)
+			want := defaultMaxBackgroundGrants
+			if limit > 0 {
+				env.mustRequest(logical.UpdateOperation, "settings", map[string]interface{}{"max_background_grants": limit})
+				want = limit
+			}
+			names := manySessions(env, 40)
+			before := map[string]time.Time{}
+			for _, name := range names {
+				before[name] = env.storedSession(name).ObtainedAt
+			}
+			// Each answer takes a while, so that grants overlap.
+			env.iris.SetFault(&iristest.Fault{Delay: 20 * time.Millisecond})
+			env.clock.Advance(2300 * time.Second) // every session is due
+
+			env.periodic()
+			st := env.iris.Stats()
+			require.Equal(t, 40, st.RefreshGrants, "every due session was replaced")
+			require.LessOrEqual(t, st.MaxInFlight, want)
+			require.Greater(t, st.MaxInFlight, 1, "grants ran side by side")
+			for _, name := range names {
+				require.True(t, env.storedSession(name).ObtainedAt.After(before[name]), name)
+			}
+		})
+	}
+}
+
+// Sessions obtained at the same moment are replaced over several minutes,
+// not all in one, and every one before it reaches its outage floor.
+func TestBackgroundRefreshSpreadsAndFinishesInTime(t *testing.T) {
+	env := newTestEnv(t)
+	const n = 300
+	names := manySessions(env, n)
+	obtained := env.storedSession(names[0]).ObtainedAt
+	sess := env.storedSession(names[0])
+	deadline := sess.ExpiresAt.Add(-sess.outageFloor())
+
+	replaced := map[string]time.Time{}
+	mostInOnePass := 0
+	for env.clock.Now().Before(sess.ExpiresAt) && len(replaced) < n {
+		env.clock.Advance(time.Minute)
+		for _, name := range names {
+			env.b.markRead(name) // readers keep using their tokens
+		}
+		env.periodic()
+		inThisPass := 0
+		for _, name := range names {
+			if _, done := replaced[name]; !done && env.storedSession(name).ObtainedAt.After(obtained) {
+				replaced[name] = env.clock.Now()
+				inThisPass++
+			}
+		}
+		mostInOnePass = max(mostInOnePass, inThisPass)
+	}
+	require.Len(t, replaced, n)
+	for name, at := range replaced {
+		require.True(t, at.Before(deadline), "%s replaced at %s, after its outage floor", name, at.Sub(obtained))
+	}
+	require.LessOrEqual(t, mostInOnePass, n/4, "spread over several passes")
+	require.Zero(t, env.iris.Stats().PasswordGrants, "all through refresh tokens")
+}
+
+func TestBackgroundRefreshBacksOffOn429(t *testing.T) {
+	env := newTestEnv(t)
+	manySessions(env, 30)
+	env.mustRequest(logical.UpdateOperation, "settings", map[string]interface{}{"max_background_grants": 2})
+	env.iris.SetFault(&iristest.Fault{Status: 429, RetryAfter: "45"})
+	env.clock.Advance(2300 * time.Second)
+
+	env.periodic()
+	first := env.iris.Stats().Requests
+	require.Greater(t, first, 0)
+	require.Less(t, first, 30, "the pool stopped at the first 429s")
+
+	env.clock.Advance(40 * time.Second)
+	env.periodic()
+	require.Equal(t, first, env.iris.Stats().Requests, "paused for the Retry-After")
+
+	env.iris.SetFault(nil)
+	env.clock.Advance(10 * time.Second)
+	env.periodic()
+	require.Equal(t, 30, env.iris.Stats().RefreshGrants, "resumed")
+}
+
+func TestSettingsValidation(t *testing.T) {
+	env := newTestEnv(t)
+	require.Equal(t, defaultMaxBackgroundGrants, env.mustRequest(logical.ReadOperation, "settings", nil).Data["max_background_grants"])
+	for _, bad := range []int{0, -1, maxMaxBackgroundGrants + 1} {
+		resp, err := env.request(logical.UpdateOperation, "settings", map[string]interface{}{"max_background_grants": bad})
+		require.NoError(t, err)
+		require.True(t, resp.IsError(), "%d", bad)
+	}
+	env.mustRequest(logical.UpdateOperation, "settings", map[string]interface{}{"max_background_grants": 16})
+	require.Equal(t, 16, env.mustRequest(logical.ReadOperation, "settings", nil).Data["max_background_grants"])
+}
+
+// Deleting a config prunes its read tracking, so that the map does not grow
+// with every name a mount ever had.
+func TestDeletePrunesReadTracking(t *testing.T) {
+	env := newTestEnv(t)
+	manySessions(env, 5)
+	env.mustRequest(logical.DeleteOperation, "config/user-0001", nil)
+	env.b.lastReadMu.Lock()
+	defer env.b.lastReadMu.Unlock()
+	require.Len(t, env.b.lastRead, 4)
+	require.NotContains(t, env.b.lastRead, "user-0001")
+}
