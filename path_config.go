@@ -241,7 +241,8 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		copied := *existing
 		cfg = &copied
 		if v, ok := d.GetOk(keyKind); ok && v.(string) != cfg.kind().name {
-			return logical.ErrorResponse("%s is fixed when a credential is created (%q is a %s); delete it and create it again to change it", keyKind, name, cfg.kind().name), nil
+			return logical.ErrorResponse("%s is fixed when a credential is created (%q is %s, kind %s); delete it and create it again to change it",
+				keyKind, name, cfg.kind().description, cfg.kind().name), nil
 		}
 	} else {
 		kindName := d.Get(keyKind).(string)
