@@ -179,6 +179,8 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	if name, ok := strings.CutPrefix(key, configStoragePrefix); ok {
 		b.configs.forget(name)
 		b.sessions.forget(name)
+		// A config written elsewhere ends a hold as a local write does.
+		b.grants.endHold(name)
 	}
 	if name, ok := strings.CutPrefix(key, sessionStoragePrefix); ok {
 		b.sessions.forget(name)

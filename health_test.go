@@ -1,6 +1,7 @@
 package iris
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -109,4 +110,18 @@ func TestRefusedRefreshTokenFallsBackWithoutHold(t *testing.T) {
 	require.Empty(t, resp.Warnings)
 	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
 	require.True(t, env.b.grants.report("demo", env.storedSession("demo").Generation).HeldUntil.IsZero())
+}
+
+func TestReplicatedConfigWriteEndsTheHold(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	env.iris.SetPassword(demoUser.Username, "changed")
+	_, err := env.request(logical.ReadOperation, "creds/demo", nil)
+	require.Error(t, err)
+	_, err = env.request(logical.ReadOperation, "creds/demo", nil)
+	require.ErrorContains(t, err, "no new attempt until")
+
+	env.iris.SetPassword(demoUser.Username, demoUser.Password)
+	env.b.invalidate(context.Background(), configStoragePrefix+"demo")
+	env.readCreds("demo")
 }
