@@ -912,3 +912,41 @@ func TestClientErrorsNeverContainSecrets(t *testing.T) {
 }
 
 func newTestClock() *iristest.Clock { return iristest.NewClock(time.Now().Truncate(time.Second)) }
+
+// API keys and app installations send their client credentials in the form
+// body, exactly as Trackunit documents it, with no Authorization header;
+// their secret is redacted from errors in that form too.
+func TestClientCredentialsGrantAsDocumented(t *testing.T) {
+	key := iristest.APIKey{ClientID: "0oa-key", ClientSecret: "k3y+secret%20 spaced", AllowedScopes: []string{"iris.assets.read"}}
+	srv := iristest.NewServer()
+	t.Cleanup(srv.Close)
+	srv.AddAPIKey(key)
+	endpoint := Endpoint{TokenURL: srv.TokenV2URL, ClientID: key.ClientID, ClientSecret: key.ClientSecret, Auth: AuthInBody, AttemptTimeout: time.Second}
+
+	res, err := newClientHarness().Exchange(context.Background(), endpoint.ClientCredentialsGrant([]string{"iris.assets.read"}))
+	require.NoError(t, err)
+	require.Equal(t, 1200*time.Second, res.Token.Lifetime)
+	require.Empty(t, res.Token.RefreshToken)
+	require.Equal(t, RefreshTokenUnused, res.RefreshToken)
+	require.Zero(t, srv.Stats().Rejected)
+
+	var got *http.Request
+	var form url.Values
+	recorder := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r
+		_ = r.ParseForm()
+		form = r.PostForm
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"error":"invalid_scope","error_description":"asked `+url.QueryEscape(key.ClientSecret)+` and `+key.ClientSecret+`"}`)
+	}))
+	t.Cleanup(recorder.Close)
+	endpoint.TokenURL = recorder.URL + "/token/v2"
+	_, err = newClientHarness().Exchange(context.Background(), endpoint.ClientCredentialsGrant([]string{"a", "b"}))
+	require.True(t, IsRejected(err, "invalid_scope"))
+	require.NotContains(t, err.Error(), key.ClientSecret)
+	require.NotContains(t, err.Error(), url.QueryEscape(key.ClientSecret))
+	require.Empty(t, got.Header.Get("Authorization"))
+	require.Equal(t, "application/x-www-form-urlencoded", got.Header.Get("Content-Type"))
+	require.Equal(t, url.Values{"grant_type": {"client_credentials"}, "client_id": {key.ClientID}, "client_secret": {key.ClientSecret}, "scope": {"a b"}}, form)
+}
