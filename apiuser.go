@@ -303,6 +303,10 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 		return err
 	}
 	b.grants.endHold(name)
+	if verified != nil {
+		// status/ counts the verifying grant like any other.
+		b.grants.record(name, cfg.Generation, cfg.logInGrant(true).Type, nil)
+	}
 	b.revokeAbandonedSession(ctx, name, existing, abandoned)
 	return nil
 }

@@ -41,7 +41,7 @@ func upstreamStatus(err error) int {
 // describeUpstreamError is the operator-facing text of a client error. It
 // has no secret in it: the client's errors carry none.
 func describeUpstreamError(ref apiUserRef, err error) string {
-	msg := fmt.Sprintf("API user %q: %s", ref.name, err)
+	msg := fmt.Sprintf("%s %q: %s", ref.noun(), ref.name, err)
 	if hint := upstreamHint(ref, err); hint != "" {
 		msg += ": " + hint
 	}
@@ -65,8 +65,8 @@ func upstreamHint(ref apiUserRef, err error) string {
 			return fmt.Sprintf("wrong client ID or client secret, or the credential was deleted in Trackunit; update client_id and client_secret at %s", ref.configPath())
 		case "invalid_scope":
 			if ref.kind != nil && !ref.kind.actsAsUser {
-				return fmt.Sprintf("IRIS refused the scopes asked for (%s): a %s may only request scopes it is allowed, which are set in Trackunit's API Keys app (or the app manifest); check scopes at %s",
-					strings.Join(ref.scopes, " "), ref.kind.name, ref.configPath())
+				return fmt.Sprintf("IRIS refused the scopes asked for (%s): an %s may request only the scopes allowed %s; check scopes at %s",
+					strings.Join(ref.scopes, " "), ref.kind.noun, ref.kind.allowedScopesAt, ref.configPath())
 			}
 			return fmt.Sprintf("IRIS refused the requested scopes; check scopes at %s", ref.configPath())
 		case "unauthorized_client", "unsupported_grant_type":

@@ -28,8 +28,12 @@ type credentialKind struct {
 	actsAsUser bool
 	// takesAccountID: the installing customer account of an app.
 	takesAccountID bool
+	// noun names a credential of the kind in messages ("API key %q").
+	noun string
 	// what an operator is told the credential is and where it comes from
 	description string
+	// allowedScopesAt says where the scopes it may request are set.
+	allowedScopesAt string
 }
 
 var credentialKinds = map[string]*credentialKind{
@@ -38,20 +42,25 @@ var credentialKinds = map[string]*credentialKind{
 		defaultTokenURL: "https://auth.trackunit.com/token",
 		auth:            irisauth.AuthBasic,
 		actsAsUser:      true,
+		noun:            "API user",
 		description:     "an API user from Trackunit Manager (Administration → API Access)",
 	},
 	kindAPIKey: {
 		name:            kindAPIKey,
 		defaultTokenURL: "https://auth.trackunit.com/token/v2",
 		auth:            irisauth.AuthInBody,
+		noun:            "API key",
 		description:     "an API key from Trackunit's API Keys app",
+		allowedScopesAt: "in Trackunit's API Keys app",
 	},
 	kindApp: {
 		name:            kindApp,
 		defaultTokenURL: "https://auth.trackunit.com/apptoken",
 		auth:            irisauth.AuthInBody,
 		takesAccountID:  true,
+		noun:            "app installation",
 		description:     "an IrisX app installation's client",
+		allowedScopesAt: "by the app manifest",
 	},
 }
 
@@ -77,7 +86,7 @@ func (k *credentialKind) secretKeys() []string {
 func (k *credentialKind) inapplicableKeys() map[string]string {
 	refused := map[string]string{}
 	if !k.actsAsUser {
-		why := "an " + k.name + " acts as its OAuth client, with no username, password or refresh token"
+		why := "an " + k.noun + " acts as its own OAuth client (client_credentials), with no username, password or refresh token"
 		refused[keyUsername] = why
 		refused[keyPassword] = why
 		refused[keyRenewableLeases] = why

@@ -137,7 +137,7 @@ func TestKindsRefuseWhatDoesNotApply(t *testing.T) {
 		{"unknown kind", base(map[string]interface{}{"kind": "robot"}), "kind must be one of api_key, api_user, app"},
 		{"wrong secret", base(map[string]interface{}{"client_secret": "wrong"}), "wrong client ID or client secret"},
 		{"disallowed scope", base(map[string]interface{}{"scopes": "iris.assets.read,iris.admin"}),
-			"IRIS refused the scopes asked for (iris.assets.read iris.admin): a api_key may only request scopes it is allowed, which are set in Trackunit's API Keys app"},
+			"IRIS refused the scopes asked for (iris.assets.read iris.admin): an API key may request only the scopes allowed in Trackunit's API Keys app"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

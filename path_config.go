@@ -259,11 +259,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("invalid configuration for %q: %s", name, strings.Join(refused, "; ")), nil
 	}
 	if problems := applyConfigFields(cfg, d, existing == nil); len(problems) > 0 {
-		return logical.ErrorResponse("invalid configuration for API user %q: %s", name, strings.Join(problems, "; ")), nil
+		return logical.ErrorResponse("invalid configuration for %s %q: %s", cfg.kind().noun, name, strings.Join(problems, "; ")), nil
 	}
 	if missing := secretsMissingForNewEndpoint(existing, cfg, d); len(missing) > 0 {
-		return logical.ErrorResponse("API user %q: changing %s or %s sends the stored secrets to a new address, so the same write must carry them: %s missing; nothing was changed",
-			name, keyTokenURL, keyRevocationURL, strings.Join(missing, " and ")), nil
+		return logical.ErrorResponse("%s %q: changing %s or %s sends the stored secrets to a new address, so the same write must carry them: %s missing; nothing was changed",
+			cfg.kind().noun, name, keyTokenURL, keyRevocationURL, strings.Join(missing, " and ")), nil
 	}
 
 	cfg.ShapeVersion = configShapeVersion

@@ -294,7 +294,7 @@ func TestCredsErrors(t *testing.T) {
 		wantText   []string
 	}{
 		{"unknown API user", func(env *testEnv) { env.mustRequest(logical.DeleteOperation, "config/demo", nil) },
-			http.StatusBadRequest, []string{`no API user "demo"`, "write it to iris/config/demo"}},
+			http.StatusBadRequest, []string{`no credential "demo"`, "write it to iris/config/demo"}},
 		{"password changed", rotatePassword,
 			http.StatusBadGateway, []string{"invalid_grant", "The credentials provided were invalid.", "wrong username or password", `API user "demo"`}},
 		{"IRIS down", func(env *testEnv) { env.iris.SetFault(&iristest.Fault{Status: 503}) },
@@ -416,4 +416,23 @@ func TestLostRefreshIsNeverSentAgainByRenewals(t *testing.T) {
 			require.NotEqual(t, spent, r.RefreshToken)
 		}
 	})
+}
+
+// A renewal that IRIS turned away with a 429 keeps the lease's refresh
+// token: IRIS provably never saw it, so the next renewal may send it.
+func TestRateLimitedRenewalKeepsItsRefreshToken(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
+	lease := issued(env.readCreds("demo"), time.Now())
+	env.iris.SetFault(&iristest.Fault{Status: 429})
+	_, err := env.renew(lease, 0)
+	require.ErrorContains(t, err, "rate limited")
+
+	env.iris.SetFault(nil)
+	env.iris.ResetStats()
+	_, err = env.renew(lease, 0)
+	require.NoError(t, err)
+	st := env.iris.Stats()
+	require.Equal(t, 1, st.RefreshGrants)
+	require.Zero(t, st.PasswordGrants+st.RefreshReuse)
 }

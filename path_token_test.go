@@ -129,7 +129,8 @@ func TestTokenOutage(t *testing.T) {
 	require.Equal(t, int64(15), resp.Data["ttl"], "a short ttl brings Agent back soon")
 	require.Len(t, resp.Warnings, 1)
 	require.Contains(t, resp.Warnings[0], "HTTP 503")
-	require.Equal(t, refreshBefore, env.storedSession("demo").RefreshToken, "a network failure keeps the refresh token")
+	require.Empty(t, env.storedSession("demo").RefreshToken, "a 503 may come after IRIS acted: the refresh token is not sent again")
+	require.NotEmpty(t, refreshBefore)
 
 	// Close to the floor (the larger of 60 s and 5% of the lifetime) the ttl
 	// shrinks so that the next read is still in time, and below it the
@@ -143,14 +144,14 @@ func TestTokenOutage(t *testing.T) {
 	require.ErrorAs(t, err, &coded)
 	require.Equal(t, http.StatusServiceUnavailable, coded.Code())
 
-	// IRIS is back: the kept refresh token is used, no password grant.
+	// IRIS is back: one password grant, and the old refresh token is never
+	// sent again.
 	env.iris.SetFault(nil)
 	env.iris.ResetStats()
 	resp = env.readToken("demo")
 	require.NotEqual(t, first.Data["access_token"], resp.Data["access_token"])
-	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
-	require.Zero(t, env.iris.Stats().PasswordGrants)
-	require.Zero(t, env.iris.Stats().RefreshReuse)
+	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
+	require.Zero(t, env.iris.Stats().RefreshGrants+env.iris.Stats().RefreshReuse)
 }
 
 func TestTokenDropsRefusedRefreshToken(t *testing.T) {

@@ -123,6 +123,15 @@ type apiUserRef struct {
 	scopes []string
 }
 
+// noun names the credential's kind in messages; before the config is known,
+// every credential is spoken of as an API user, the kind most have.
+func (r apiUserRef) noun() string {
+	if r.kind == nil {
+		return credentialKinds[kindAPIUser].noun
+	}
+	return r.kind.noun
+}
+
 // of completes the reference with what the config says.
 func (r apiUserRef) of(cfg *apiUserConfig) apiUserRef {
 	r.kind, r.scopes = cfg.kind(), cfg.Scopes
@@ -162,7 +171,7 @@ func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framewor
 // configured. A 400 rather than a 404: the Vault CLI prints a 404 as "No
 // value found" and drops the message, which here says what to do.
 func unknownAPIUser(ref apiUserRef) error {
-	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no API user %q is configured; write it to %s first", ref.name, ref.configPath()))
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no credential %q is configured; write it to %s first", ref.name, ref.configPath()))
 }
 
 func truncateForMessage(s string) string {

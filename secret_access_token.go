@@ -113,7 +113,7 @@ func leaseTTL(ref apiUserRef, tok *irisauth.Token, now time.Time) (time.Duration
 	ttl := tok.ExpiresAt().Add(-margin).Sub(now).Truncate(time.Second)
 	if ttl < time.Second {
 		return 0, logical.CodedError(http.StatusBadGateway, fmt.Sprintf(
-			"API user %q: IRIS issued a token that expires within the lease margin (%s); not handing it out", ref.name, margin))
+			"%s %q: IRIS issued a token that expires within the lease margin (%s); not handing it out", ref.noun(), ref.name, margin))
 	}
 	return ttl, nil
 }
@@ -170,8 +170,15 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 			refreshToken = ""
 		}
 	}
-	tok, _, err := b.refreshOrLogIn(ctx, ref, cfg, refreshToken)
+	tok, outcome, err := b.refreshOrLogIn(ctx, ref, cfg, refreshToken)
 	if err != nil {
+		if refreshToken != "" && outcome == irisauth.RefreshTokenUnused {
+			// IRIS provably never saw it (a 429, a refused connection): the
+			// next renewal may send it after all.
+			if err := b.releaseRefreshToken(ctx, req.Storage, refreshToken); err != nil {
+				b.Logger().Warn("could not release an unused refresh token", "name", ref.name, "error", err)
+			}
+		}
 		return nil, fmt.Errorf("renewing lease of %s", describeUpstreamError(ref, err))
 	}
 	now := b.now()
@@ -225,8 +232,7 @@ func leaseAPIUserID(secret *logical.Secret) string {
 // this record is what keeps a refresh token from being sent twice. Records
 // expire with the longest lease the mount allows (sweepSpentRefreshTokens).
 func (b *backend) claimRefreshToken(ctx context.Context, s logical.Storage, refreshToken string) (bool, error) {
-	sum := sha256.Sum256([]byte(refreshToken))
-	key := spentStoragePrefix + hex.EncodeToString(sum[:])
+	key := spentKey(refreshToken)
 	var fresh bool
 	err := b.withSessionLock(key, func() error {
 		entry, err := s.Get(ctx, key)
@@ -237,6 +243,18 @@ func (b *backend) claimRefreshToken(ctx context.Context, s logical.Storage, refr
 		return s.Put(ctx, &logical.StorageEntry{Key: key, Value: []byte(b.now().UTC().Format(time.RFC3339))})
 	})
 	return fresh, err
+}
+
+// releaseRefreshToken undoes claimRefreshToken for a refresh token IRIS
+// provably never saw.
+func (b *backend) releaseRefreshToken(ctx context.Context, s logical.Storage, refreshToken string) error {
+	key := spentKey(refreshToken)
+	return b.withSessionLock(key, func() error { return s.Delete(ctx, key) })
+}
+
+func spentKey(refreshToken string) string {
+	sum := sha256.Sum256([]byte(refreshToken))
+	return spentStoragePrefix + hex.EncodeToString(sum[:])
 }
 
 // sweepSpentRefreshTokens deletes the records of refresh tokens whose leases

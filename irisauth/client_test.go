@@ -644,6 +644,10 @@ func TestClientRefreshWhoseOutcomeIsUnknown(t *testing.T) {
 			srv.FailNext(1, iristest.Fault{AfterHandling: true, Status: 502})
 			return srv.TokenURL
 		}, KindUnavailable},
+		{"503 after handling", func(t *testing.T, srv *iristest.Server) string {
+			srv.FailNext(1, iristest.Fault{AfterHandling: true, Status: 503})
+			return srv.TokenURL
+		}, KindUnavailable},
 		{"connection dropped after handling", func(t *testing.T, srv *iristest.Server) string {
 			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				srv.Handler().ServeHTTP(httptest.NewRecorder(), r)
@@ -689,8 +693,8 @@ func TestClientRefreshWhoseOutcomeIsUnknown(t *testing.T) {
 		require.Equal(t, 2, srv.Stats().PasswordGrants)
 	})
 
-	// 429 and 503 say IRIS did not get round to the request.
-	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+	// A 429 says IRIS turned the request away before processing it.
+	for _, status := range []int{http.StatusTooManyRequests} {
 		t.Run(fmt.Sprintf("%d is retried", status), func(t *testing.T) {
 			srv := newClientEmulator(t)
 			h := newClientHarness()

@@ -118,9 +118,9 @@ func (e *Error) Retryable() bool {
 
 // MayHaveActed reports whether IRIS may have carried out the request even
 // though the call failed, so that a refresh token sent with it may already be
-// spent. Only a request that never left, an OAuth rejection, and the two
-// answers that by definition come before any processing (429, 503) rule it
-// out.
+// spent. Only a request that never left, an OAuth rejection, and a 429 (a
+// rate limit turns a request away before it is processed) rule it out; a 503
+// may come from a server that fell over half-way.
 func (e *Error) MayHaveActed() bool {
 	if !e.Sent {
 		return false
@@ -129,7 +129,7 @@ func (e *Error) MayHaveActed() bool {
 	case KindRejected:
 		return false
 	case KindUnavailable:
-		return e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable
+		return e.Status != http.StatusTooManyRequests
 	}
 	return true
 }
