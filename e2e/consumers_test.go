@@ -419,6 +419,8 @@ func testRotatorPolicy(t *testing.T, v *vaultServer, rec *recorder) {
 		require.NotZero(t, res.ExitCode, "redirecting with %v: %s", args, res)
 		require.Contains(t, res.Stderr, "Code: 400")
 		require.Contains(t, res.Stderr, "the same write must carry them")
+		// The README's example of this error, for its API user.
+		require.Contains(t, res.Stderr, strings.ReplaceAll(readmeRedirectError(t), `"`+consumerName+`"`, `"`+name+`"`))
 	}
 	require.Zero(t, calls.Load(), "the other host was called")
 	cfg := v.readConfig(t, name)
@@ -477,8 +479,22 @@ func testWrapping(t *testing.T, v *vaultServer, em *emulator) {
 	res := v.cliWithToken(t, ciToken, "unwrap", wrap)
 	require.NotZero(t, res.ExitCode, "a wrapping token unwrapped twice: %s", res)
 
-	// The README's form: unwrap -field=access_token.
-	wrap = wrapRead(ciToken, mountPath+"/token/"+consumerName)
+	// The README's example as printed: the table's keys, then unwrap
+	// -field=access_token with the wrapping token from the table.
+	out = v.cliWithToken(t, ciToken, "read", "-wrap-ttl=60s", mountPath+"/token/"+consumerName)
+	require.Zero(t, out.ExitCode, "%s", out)
+	wrap = ""
+	for _, line := range strings.Split(out.Stdout, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "wrapping_token:" {
+			wrap = f[1]
+		}
+	}
+	require.NotEmpty(t, wrap, "no wrapping_token in the CLI's table:\n%s", out.Stdout)
+	keys := readmeWrapKeyRE.FindAllStringSubmatch(readmeSection(t, "### Response wrapping"), -1)
+	require.NotEmpty(t, keys, "the README's wrapping example shows no wrapping_ keys")
+	for _, m := range keys {
+		require.Contains(t, out.Stdout, m[1], "the README's wrapping example shows a key the CLI does not print")
+	}
 	out = v.cliWithToken(t, ciToken, "unwrap", "-field=access_token", wrap)
 	require.Zero(t, out.ExitCode, "%s", out)
 	requireLive(t, em, strings.TrimSpace(out.Stdout), "unwrap -field=access_token")
@@ -508,6 +524,35 @@ func testWrapping(t *testing.T, v *vaultServer, em *emulator) {
 		require.Equal(t, strings.TrimSpace(tok), tok, "-field prints the token alone")
 		requireLive(t, em, tok, fmt.Sprintf("read -field=access_token %s", c.path))
 	}
+}
+
+// readmeSection is the README's text from heading to the next heading of
+// any level.
+func readmeSection(t testing.TB, heading string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(b), "\n"+heading)
+	require.True(t, ok, "README.md has no %q section", heading)
+	if i := strings.Index(section, "\n#"); i >= 0 {
+		section = section[:i]
+	}
+	return section
+}
+
+var readmeWrapKeyRE = regexp.MustCompile(`(?m)^(wrapping_[a-z_]+:)`)
+
+// readmeRedirectError is the error line the README shows for a config write
+// that changes token_url without the secrets.
+func readmeRedirectError(t testing.TB) string {
+	t.Helper()
+	for _, line := range strings.Split(readmeSection(t, "### Rotating a password: update only"), "\n") {
+		if msg, ok := strings.CutPrefix(line, "* "); ok {
+			return msg
+		}
+	}
+	t.Fatal("the README's update-only section shows no error")
+	return ""
 }
 
 // mustCLIAs is mustCLI with another token.
