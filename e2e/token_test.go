@@ -30,7 +30,7 @@ const readmeDestination = "/run/secrets/iris-token"
 
 // tokenKeys are the keys of a token/ response's data, as the README's curl
 // example shows them.
-var tokenKeys = []string{"access_token", "expires_at", "expires_in", "rotation_period", "scope", "token_type", "ttl"}
+var tokenKeys = []string{"access_token", "expires_at", "expires_in", "last_vault_rotation", "rotation_period", "scope", "token_type", "ttl"}
 
 // readmeAgentTemplate is the template stanza from the README's "Vault Agent
 // template" section, read from the README itself so that the example users
