@@ -637,6 +637,10 @@ func testLeakCheckSeesEverything(t *testing.T, v *vaultServer) {
 	v.writeConfig(t, "leakcheck", em)
 	lt := v.readCreds(t, "leakcheck")
 	assert.Positive(t, v.rec.outputsContaining(lt.Data.AccessToken), "the recorder missed a creds read")
+	// The leak check registers every token the emulator issued, from its
+	// own records: the token Vault handed out must be among them.
+	is, ok := em.IssuanceOf(lt.Data.AccessToken)
+	assert.True(t, ok && is.Answered && is.AccessToken == lt.Data.AccessToken, "the emulator has no record of the token it issued")
 
 	outputs, logs, secrets := v.rec.counts()
 	assert.Positive(t, outputs)
