@@ -436,14 +436,14 @@ func newHangingServer(t testing.TB) *hangingServer {
 
 func (h *hangingServer) url() string { return "http://" + h.l.Addr().String() }
 
-// testUnmountWithHangingRevocation: a mount whose revocation endpoint
-// accepts connections and never answers is disabled, with its leases, within
-// a minute. Each lease's revocation would otherwise wait out its
+// testUnmountWithHangingRevocation: a mount with 1,000 leases whose
+// revocation endpoint accepts connections and never answers is disabled
+// within a minute. Each lease's revocation would otherwise wait out its
 // request_timeout, one after the other.
 func testUnmountWithHangingRevocation(t *testing.T, v *vaultServer) {
 	const (
 		mount  = "iris-unmount"
-		leases = 200
+		leases = 1000
 		limit  = 60 * time.Second
 	)
 	v.mustCLI(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
