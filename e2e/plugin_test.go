@@ -56,6 +56,20 @@ var pluginPaths = []pluginPath{
 		methods:  []string{"get"},
 		fields:   []string{"name"},
 	},
+	{
+		// status/ belongs to issue 9; TestTrust covers its behaviour.
+		helpPath: mountPath + "/status/demo",
+		route:    "^status/(?P<name>.+)$",
+		openAPI:  "/" + mountPath + "/status/{name}",
+		methods:  []string{"get"},
+		fields:   []string{"name"},
+	},
+	{
+		helpPath: mountPath + "/status/",
+		route:    "^status/?$",
+		openAPI:  "/" + mountPath + "/status/",
+		methods:  []string{"get"}, // LIST is GET with ?list=true
+	},
 }
 
 // TestPlugin runs the plugin in one shared Vault dev server. The subtests

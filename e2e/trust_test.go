@@ -165,18 +165,22 @@ func testRecreatedConfigStrandsOldLeases(t *testing.T, v *vaultServer) {
 // grant in the same request, and the refresh token is never sent again.
 func testLostRefreshAnswers(t *testing.T, v *vaultServer) {
 	t.Run("TokenRead", func(t *testing.T) {
-		// Tokens live 6 s, so the session is due 4 s after each grant.
+		// Tokens live 6 s and the session is due at half-life, 3 s after
+		// each grant: the moment Vault's periodic refresh would take it
+		// too, so that the reads, polling, are almost always first.
 		em := newEmulator(t, v.rec, 6*time.Second)
 		const name = "lost-token"
-		v.writeConfig(t, name, em, "request_timeout=2")
+		v.writeConfig(t, name, em, "request_timeout=2", "refresh_floor=3")
 		seed := em.Issued()[0]
 		require.NotEmpty(t, seed.RefreshToken)
 		n := len(em.Requests())
 		em.FailNext(1, iristest.Fault{Status: http.StatusInternalServerError, AfterHandling: true})
 
 		var final timedRead
+		var readStart time.Time
 		reads := 0
 		eventually(t, 30*time.Second, "token/ to replace its token past a lost refresh answer", func() (bool, string) {
+			readStart = time.Now()
 			final = v.timedRead(mountPath + "/token/" + name)
 			reads++
 			require.NoError(t, final.err)
@@ -188,6 +192,11 @@ func testLostRefreshAnswers(t *testing.T, v *vaultServer) {
 		assert.Equal(t, "password", got.GrantType, "the read did not log in after losing the refresh answer")
 		assert.NotEmpty(t, got.RefreshToken, "token/ logged in without offline_access")
 		checkLostRefresh(t, em, n, seed.RefreshToken, http.StatusInternalServerError)
+		// The read itself lost the answer and logged in, not Vault's
+		// periodic refresh before it.
+		for _, r := range em.Requests()[n:] {
+			assert.False(t, r.Time.Before(readStart), "a %s grant came before the read that answered with its token", r.GrantType)
+		}
 		t.Logf("the read that lost the answer took %s (%d reads)", final.elapsed.Round(time.Millisecond), reads)
 
 		// The session carries on with the password grant's refresh token.
