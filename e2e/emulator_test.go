@@ -3,46 +3,32 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/base64"
-	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"vault-plugin-secrets-iris/iristest"
 )
 
-// emulator is an in-process IRIS emulator with one API user, served through
-// a handler that notes every token it issues: the emulator's own request log
-// shows refresh tokens only when they are sent back, and the leak check needs
-// every one ever issued.
+// emulator is an in-process IRIS emulator with one API user. The emulator
+// keeps a record of every token it issues (iristest.Server.Issued), answered
+// or lost, and every one of them is registered with the test's recorder as a
+// secret: refresh tokens must appear nowhere, access tokens in no log.
 type emulator struct {
 	*iristest.Server
 	User iristest.User
-
-	ts *httptest.Server
-
-	mu     sync.Mutex
-	issued []issuedTokens
-}
-
-// issuedTokens is one successful /token answer.
-type issuedTokens struct {
-	GrantType    string
-	AccessToken  string
-	RefreshToken string
 }
 
 type emulatorOption func(*iristest.User)
 
 // legacyUser is an API user created before 2025: no refresh tokens.
 func legacyUser(u *iristest.User) { u.NoRefreshTokens = true }
+
+// sameUser gives the emulator the API user of another one, so that two
+// token URLs accept the same credentials.
+func sameUser(other iristest.User) emulatorOption {
+	return func(u *iristest.User) { *u = other }
+}
 
 // newEmulator starts an emulator whose user has fresh random credentials,
 // all registered with rec as secrets. Its client secret and password hold
@@ -66,99 +52,46 @@ func newEmulator(t testing.TB, rec *recorder, lifetime time.Duration, opts ...em
 
 	srv := iristest.NewUnstartedServer(user)
 	srv.SetTokenLifetime(lifetime)
+	srv.Start()
 	e := &emulator{Server: srv, User: user}
-	e.ts = httptest.NewServer(e.recording(srv.Handler(), rec))
-	srv.URL = e.ts.URL
-	srv.TokenURL = e.ts.URL + "/token"
-	srv.RevocationURL = e.ts.URL + "/revoke"
-	srv.IntrospectionURL = e.ts.URL + "/introspect"
+	// Registered when the check runs, so that tokens issued up to the very
+	// end (a background refresh, a revocation's fallback) are covered too.
+	rec.addSecretSource(e.issuedSecrets)
 	t.Cleanup(e.Close)
 	return e
 }
 
-// Close takes the emulator off the network, as an IRIS outage would.
-func (e *emulator) Close() {
-	// The emulator's Close releases requests held by faults first; the
-	// listener's Close then waits for them.
-	e.Server.Close()
-	e.ts.Close()
-}
-
-func (e *emulator) recording(next http.Handler, rec *recorder) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasSuffix(r.URL.Path, "/token") {
-			next.ServeHTTP(w, r)
-			return
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, "reading body", http.StatusBadRequest)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		form, _ := url.ParseQuery(string(body))
-
-		cw := &capturingWriter{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(cw, r)
-		if cw.status != http.StatusOK {
-			return
-		}
-		var tok struct {
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-		}
-		if json.Unmarshal(cw.body.Bytes(), &tok) != nil {
-			return
-		}
-		rec.addSecret("refresh token", tok.RefreshToken)
-		rec.addLogSecret("access token", tok.AccessToken)
-		e.mu.Lock()
-		e.issued = append(e.issued, issuedTokens{form.Get("grant_type"), tok.AccessToken, tok.RefreshToken})
-		e.mu.Unlock()
-	})
-}
-
-type capturingWriter struct {
-	http.ResponseWriter
-	status int
-	body   bytes.Buffer
-}
-
-func (w *capturingWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *capturingWriter) Write(b []byte) (int, error) {
-	w.body.Write(b)
-	return w.ResponseWriter.Write(b)
-}
-
-// Issued returns every successful token answer so far, oldest first.
-func (e *emulator) Issued() []issuedTokens {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]issuedTokens(nil), e.issued...)
-}
-
-// issuedFor finds the answer that carried accessToken.
-func (e *emulator) issuedFor(t testing.TB, accessToken string) issuedTokens {
-	t.Helper()
-	for _, it := range e.Issued() {
-		if it.AccessToken == accessToken {
-			return it
-		}
+// issuedSecrets registers every token the emulator ever issued with rec.
+func (e *emulator) issuedSecrets(rec *recorder) {
+	for _, is := range e.Issued() {
+		rec.addSecret("refresh token", is.RefreshToken)
+		rec.addLogSecret("access token", is.AccessToken)
 	}
-	t.Fatalf("the emulator never issued the access token Vault returned")
-	return issuedTokens{}
+}
+
+// issuedFor finds the answer that carried token, an access or a refresh
+// token; the test fails if the emulator never issued it.
+func (e *emulator) issuedFor(t testing.TB, token string) iristest.Issuance {
+	t.Helper()
+	is, ok := e.IssuanceOf(token)
+	if !ok {
+		t.Fatalf("the emulator never issued the token Vault returned")
+	}
+	return is
 }
 
 // refreshRequests are the refresh grants the emulator received, successful
 // or not.
 func (e *emulator) refreshRequests() []iristest.Request {
+	return e.requestsOf("refresh_token")
+}
+
+// requestsOf are the requests of one grant type the emulator received,
+// successful or not.
+func (e *emulator) requestsOf(grantType string) []iristest.Request {
 	var out []iristest.Request
 	for _, r := range e.Requests() {
-		if r.GrantType == "refresh_token" {
+		if r.GrantType == grantType {
 			out = append(out, r)
 		}
 	}

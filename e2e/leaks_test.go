@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,10 @@ type recorder struct {
 	outputs  []recorded
 	logFiles []recorded // text is the path
 	secrets  []secret
+	// sources register more secrets when the check runs: secrets that
+	// keep appearing during the run, such as every token an emulator
+	// issued.
+	sources []func(*recorder)
 }
 
 type recorded struct{ label, text string }
@@ -44,6 +49,13 @@ func (r *recorder) addLogFile(label, path string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.logFiles = append(r.logFiles, recorded{label, path})
+}
+
+// addSecretSource registers fn to add secrets to r when checkNoLeaks runs.
+func (r *recorder) addSecretSource(fn func(*recorder)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sources = append(r.sources, fn)
 }
 
 // addSecret registers a value that must appear in no output and no log.
@@ -118,6 +130,12 @@ func (r *recorder) outputsContaining(s string) int {
 // not repeat the leak.
 func (r *recorder) checkNoLeaks(t testing.TB) {
 	t.Helper()
+	r.mu.Lock()
+	adders := slices.Clone(r.sources)
+	r.mu.Unlock()
+	for _, add := range adders {
+		add(r)
+	}
 	r.mu.Lock()
 	outputs := append([]recorded(nil), r.outputs...)
 	logFiles := append([]recorded(nil), r.logFiles...)

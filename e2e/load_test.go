@@ -76,8 +76,8 @@ func TestLoad(t *testing.T) {
 	}
 	rec.addSecret("client secret", user.ClientSecret)
 	rec.addSecret("password", user.Password)
-	// Plain, without the recording wrapper of newEmulator, so that the
-	// upstream floor is the emulator's own cost. Tokens live an hour: the
+	// A plain iristest server rather than newEmulator, whose leak check
+	// would scan the log for every one of the run's many tokens. Tokens live an hour: the
 	// run measures token/'s steady state, not its refreshes.
 	em := iristest.NewServer(user)
 	t.Cleanup(em.Close)

@@ -56,6 +56,20 @@ var pluginPaths = []pluginPath{
 		methods:  []string{"get"},
 		fields:   []string{"name"},
 	},
+	{
+		// status/ belongs to issue 9; TestTrust covers its behaviour.
+		helpPath: mountPath + "/status/demo",
+		route:    "^status/(?P<name>.+)$",
+		openAPI:  "/" + mountPath + "/status/{name}",
+		methods:  []string{"get"},
+		fields:   []string{"name"},
+	},
+	{
+		helpPath: mountPath + "/status/",
+		route:    "^status/?$",
+		openAPI:  "/" + mountPath + "/status/",
+		methods:  []string{"get"}, // LIST is GET with ?list=true
+	},
 }
 
 // TestPlugin runs the plugin in one shared Vault dev server. The subtests
@@ -369,7 +383,16 @@ func testCredsLease(t *testing.T, v *vaultServer) {
 	assert.LessOrEqual(t, lt.LeaseDuration, 540)
 	assert.GreaterOrEqual(t, lt.LeaseDuration, 530)
 	assert.Equal(t, "Bearer", lt.Data.TokenType)
-	assert.Equal(t, "api offline_access", lt.Data.Scope)
+	// A lease that cannot be renewed has no use for a refresh token, so
+	// the read does not ask for one: it would stay alive at IRIS for nobody.
+	assert.Equal(t, "api", lt.Data.Scope)
+	issued := em.issuedFor(t, lt.Data.AccessToken)
+	assert.Equal(t, "password", issued.GrantType)
+	assert.Equal(t, "api", issued.Scope)
+	assert.Empty(t, issued.RefreshToken, "a non-renewable creds/ read asked for offline_access")
+	if grants := em.requestsOf("password"); assert.NotEmpty(t, grants) {
+		assert.Equal(t, "api", grants[len(grants)-1].Scope, "the creds/ read requested scopes beyond the lease's needs")
+	}
 	assert.InDelta(t, 600, lt.Data.ExpiresIn, 5)
 	expiresAt := lt.Data.expiresAt(t)
 	assert.WithinRange(t, expiresAt, before.Add(lifetime-2*time.Second), after.Add(lifetime))
@@ -425,6 +448,8 @@ func testRenewableLeases(t *testing.T, v *vaultServer) {
 	lt := v.readCreds(t, name)
 	assert.True(t, lt.Renewable)
 	assert.LessOrEqual(t, lt.LeaseDuration, 270)
+	// A renewable lease keeps a refresh token, so it asks for one.
+	assert.Equal(t, "api offline_access", lt.Data.Scope)
 	first := em.issuedFor(t, lt.Data.AccessToken)
 	require.Equal(t, "password", first.GrantType)
 	require.NotEmpty(t, first.RefreshToken, "the emulator issued no refresh token")
@@ -528,17 +553,22 @@ func testRevokeAfterConfigDeleted(t *testing.T, v *vaultServer) {
 	v.mustCLI(t, "write", mountPath+"/config/"+name, "renewable_leases=false", "verify=false")
 	fixed := v.readCreds(t, name)
 	// The config write revoked its verification grant's refresh token.
-	revocations := em.Stats().Revocations
 	v.mustCLI(t, "delete", mountPath+"/config/"+name)
+	// Deleting the config revoked its session's refresh token; from here
+	// on nothing may reach IRIS.
+	before := em.Stats()
 
 	res := v.cliFails(t, "lease", "renew", renewable.LeaseID)
-	assert.Contains(t, res.Stderr, "no longer exists")
+	assert.Contains(t, res.Stderr, "Code: 400", "%s", res)
+	assert.Contains(t, res.Stderr, "the API user that issued this lease no longer exists at "+mountPath+"/config/"+name)
+	assert.Contains(t, res.Stderr, "read "+mountPath+"/creds/"+name+" again")
+	assert.Equal(t, before.Requests, em.Stats().Requests, "a renewal without its API user called IRIS")
 
 	for _, l := range []leasedToken{renewable, fixed} {
 		v.mustCLI(t, "lease", "revoke", l.LeaseID)
 		v.waitLeaseGone(t, l.LeaseID)
 	}
-	assert.Equal(t, revocations, em.Stats().Revocations, "with its config gone the plugin cannot have called IRIS")
+	assert.Equal(t, before.Revocations, em.Stats().Revocations, "with its config gone the plugin cannot have called IRIS")
 }
 
 // testIRISDownAndDisable uses a second mount, which Vault serves from the
@@ -637,6 +667,10 @@ func testLeakCheckSeesEverything(t *testing.T, v *vaultServer) {
 	v.writeConfig(t, "leakcheck", em)
 	lt := v.readCreds(t, "leakcheck")
 	assert.Positive(t, v.rec.outputsContaining(lt.Data.AccessToken), "the recorder missed a creds read")
+	// The leak check registers every token the emulator issued, from its
+	// own records: the token Vault handed out must be among them.
+	is, ok := em.IssuanceOf(lt.Data.AccessToken)
+	assert.True(t, ok && is.Answered && is.AccessToken == lt.Data.AccessToken, "the emulator has no record of the token it issued")
 
 	outputs, logs, secrets := v.rec.counts()
 	assert.Positive(t, outputs)
