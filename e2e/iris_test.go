@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,19 +17,13 @@ import (
 // iris/config/<name>, with extra key=value pairs added or replacing the
 // defaults: the CLI turns a key given twice into a list.
 func configArgs(name string, em *emulator, extra ...string) []string {
-	args := []string{
+	return writeArgs(name, []string{
 		"client_id=" + em.User.ClientID,
 		"client_secret=" + em.User.ClientSecret,
 		"username=" + em.User.Username,
 		"password=" + em.User.Password,
 		"token_url=" + em.TokenURL,
-	}
-	for _, kv := range extra {
-		key, _, _ := strings.Cut(kv, "=")
-		args = slices.DeleteFunc(args, func(a string) bool { return strings.HasPrefix(a, key+"=") })
-		args = append(args, kv)
-	}
-	return append([]string{"write", mountPath + "/config/" + name}, args...)
+	}, extra)
 }
 
 // writeConfig stores em's API user at iris/config/<name>; it must succeed.
