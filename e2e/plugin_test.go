@@ -31,8 +31,8 @@ var pluginPaths = []pluginPath{
 		route:    "^config/(?P<name>.+)$",
 		openAPI:  "/" + mountPath + "/config/{name}",
 		methods:  []string{"get", "post", "delete"},
-		fields: []string{"name", "client_id", "client_secret", "username", "password", "scopes", "token_url",
-			"revocation_url", "ttl", "max_ttl", "request_timeout", "renewable_leases", "verify"},
+		fields: []string{"name", "kind", "account_id", "client_id", "client_secret", "username", "password", "scopes", "token_url",
+			"revocation_url", "ttl", "max_ttl", "request_timeout", "renewable_leases", "refresh_floor", "verify"},
 	},
 	{
 		helpPath: mountPath + "/config/",
@@ -69,6 +69,15 @@ var pluginPaths = []pluginPath{
 		route:    "^status/?$",
 		openAPI:  "/" + mountPath + "/status/",
 		methods:  []string{"get"}, // LIST is GET with ?list=true
+	},
+	{
+		// settings belongs to issue 12; the consumers' operator policy and
+		// the unit tests cover its behaviour.
+		helpPath: mountPath + "/settings",
+		route:    "^settings$",
+		openAPI:  "/" + mountPath + "/settings",
+		methods:  []string{"get", "post"},
+		fields:   []string{"max_background_grants"},
 	},
 }
 
