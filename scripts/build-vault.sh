@@ -11,6 +11,11 @@
 # contents (or by VAULT_VERSION), so that fresh clones on the same machine
 # (CI among them) reuse one build: a cold build downloads about 1.5 GB of
 # modules and compiles for about ten minutes on two cores.
+#
+# A module the checksum database does not know fails `go get` with "verifying
+# module: ... 404 Not Found" (seen for Vault v1.20.0's
+# github.com/hashicorp/vault-plugin-secrets-gcp v0.22.0); setting GONOSUMDB to
+# that module's path accepts what the module proxy serves for it.
 set -euo pipefail
 
 out=${1:?usage: [VAULT_VERSION=vX.Y.Z] build-vault.sh OUTPUT}
@@ -25,7 +30,7 @@ if [ -n "${VAULT_VERSION:-}" ]; then
   esac
   src="$cache_dir/tools-vault-$VAULT_VERSION"
   cached="$cache_dir/compat-vault-$VAULT_VERSION"
-  if [ ! -x "$cached" ] && [ ! -f "$src/go.sum" ]; then
+  if [ ! -x "$cached" ] && [ ! -f "$src/.generated" ]; then
     echo "generating a tools module for Vault $VAULT_VERSION in $src" >&2
     rm -rf "$src"
     mkdir -p "$src"
@@ -41,6 +46,7 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     echo "Vault $VAULT_VERSION requires sdk $sdk and api $api" >&2
     (cd "$src" && go get "github.com/hashicorp/vault/command@$VAULT_VERSION" \
       "github.com/hashicorp/vault/sdk@$sdk" "github.com/hashicorp/vault/api@$api")
+    touch "$src/.generated"
   fi
 else
   src="$root/tools/vault"
