@@ -22,8 +22,8 @@ type cluster struct {
 	rec       *recorder
 	pluginDir string
 	nodes     []*vaultServer
-	// configs and starts are per node: a restarted node keeps its ports,
-	// which are its address in the Raft configuration.
+	// configs are the nodes' config files: a restarted node keeps its
+	// ports, which are its address in the Raft configuration.
 	configs   []string
 	unsealKey string
 	rootToken string
