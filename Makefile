@@ -4,6 +4,10 @@
 #             the local IRIS emulator, until Ctrl-C
 # make test   unit tests, then end-to-end tests against a real Vault
 # make bench  Go benchmarks and a load run against a real Vault
+# make release VERSION=vX.Y.Z
+#             release binaries for every platform and SHA256SUMS in dist/
+# make test-compat VAULT_VERSION=vX.Y.Z
+#             the end-to-end tests against another Vault release
 
 GO        ?= go
 # The VERSION file is the one place the version lives; a plain go build
@@ -26,7 +30,7 @@ endif
 # that editing a test does not rebuild the binaries.
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './bin/*' -not -path './e2e/*') go.mod go.sum VERSION
 
-.PHONY: all build vault test test-unit test-e2e dev bench fmt lint clean
+.PHONY: all build vault test test-unit test-e2e test-compat dev bench release fmt lint clean
 
 all: build
 
@@ -43,12 +47,39 @@ $(BIN_DIR)/iris-emulator: $(GO_SOURCES)
 $(BIN_DIR)/e2e/$(PLUGIN): $(GO_SOURCES)
 	$(GO) build -race -trimpath -ldflags "-X vault-plugin-secrets-iris.Version=$(VERSION)" -o $@ ./cmd/$(PLUGIN)
 
+# Release binaries: static, without local paths, the version stamped in.
+# DIST_DIR may point elsewhere (the end-to-end release test builds into a
+# temporary directory).
+DIST_DIR  ?= dist
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+
+release:
+	@case "$(VERSION)" in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "VERSION=$(VERSION) is not vX.Y.Z" >&2; exit 1;; esac
+	rm -rf $(DIST_DIR)
+	mkdir -p $(DIST_DIR)
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		out=$(DIST_DIR)/$(PLUGIN)_$(VERSION)_$${os}_$${arch}$$ext; \
+		echo "building $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/$(PLUGIN); \
+	done
+	cd $(DIST_DIR) && if command -v sha256sum >/dev/null; then sha256sum $(PLUGIN)_*; else shasum -a 256 $(PLUGIN)_*; fi > SHA256SUMS
+	@cat $(DIST_DIR)/SHA256SUMS
+
 vault: $(VAULT_DEP)
 
 $(BIN_DIR)/vault: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go scripts/build-vault.sh
 	./scripts/build-vault.sh $@
 
 test: test-unit test-e2e
+
+# The end-to-end suite against another Vault release, built like the pinned
+# one from the module proxy (scripts/build-vault.sh generates its tools
+# module); not part of make test.
+test-compat:
+	@test -n "$(VAULT_VERSION)" || { echo "usage: make test-compat VAULT_VERSION=vX.Y.Z" >&2; exit 1; }
+	VAULT_VERSION=$(VAULT_VERSION) ./scripts/build-vault.sh $(BIN_DIR)/vault-$(VAULT_VERSION)
+	$(MAKE) test-e2e VAULT_BIN=$(CURDIR)/$(BIN_DIR)/vault-$(VAULT_VERSION)
 
 test-unit:
 	$(GO) test -race -count=1 ./...

@@ -128,6 +128,14 @@ func (p *process) stop() {
 	})
 }
 
+// kill takes the process down at once with SIGKILL, as a crash would: on
+// Unix the supervisor's whole group, so Vault and the plugins it started go
+// together, without any chance to clean up.
+func (p *process) kill() {
+	killGroup(p.cmd.Process)
+	<-p.done
+}
+
 // logTail is the end of a process's log, for failure messages.
 func logTail(path string, n int) string {
 	b, err := os.ReadFile(path)

@@ -1,22 +1,63 @@
 #!/usr/bin/env bash
-# Builds Vault from the released module pinned in tools/vault and links it at
-# the path given as $1. The binary is cached outside the work tree, keyed by
-# the tools module's contents, so that fresh clones on the same machine (CI
-# among them) reuse one build: a cold build downloads about 1.5 GB of modules
-# and compiles for about ten minutes on two cores.
+# Builds Vault from a released module and links it at the path given as $1.
+#
+# By default the release is the one pinned in tools/vault. With VAULT_VERSION
+# set (make test-compat), a tools module for that release is generated under
+# the cache directory instead: the same main.go, with the
+# github.com/hashicorp/vault/sdk and /api releases that Vault's own go.mod
+# requires (newer SDK releases do not compile against older Vault releases).
+#
+# The binary is cached outside the work tree, keyed by the tools module's
+# contents (or by VAULT_VERSION), so that fresh clones on the same machine
+# (CI among them) reuse one build: a cold build downloads about 1.5 GB of
+# modules and compiles for about ten minutes on two cores.
+#
+# A module the checksum database does not know fails `go get` with "verifying
+# module: ... 404 Not Found" (seen for Vault v1.20.0's
+# github.com/hashicorp/vault-plugin-secrets-gcp v0.22.0); setting GONOSUMDB to
+# that module's path accepts what the module proxy serves for it.
 set -euo pipefail
 
-out=${1:?usage: build-vault.sh OUTPUT}
+out=${1:?usage: [VAULT_VERSION=vX.Y.Z] build-vault.sh OUTPUT}
 root=$(cd "$(dirname "$0")/.." && pwd)
-key=$(cat "$root/tools/vault/go.mod" "$root/tools/vault/go.sum" "$root/tools/vault/main.go" | sha256sum | cut -c1-16)
 cache_dir=${VAULT_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-iris}
-cached="$cache_dir/vault-$key"
+mkdir -p "$cache_dir"
+
+if [ -n "${VAULT_VERSION:-}" ]; then
+  case "$VAULT_VERSION" in
+    v[0-9]*.[0-9]*.[0-9]*) ;;
+    *) echo "VAULT_VERSION=$VAULT_VERSION is not a release like v1.20.0" >&2; exit 1 ;;
+  esac
+  src="$cache_dir/tools-vault-$VAULT_VERSION"
+  cached="$cache_dir/compat-vault-$VAULT_VERSION"
+  if [ ! -x "$cached" ] && [ ! -f "$src/.generated" ]; then
+    echo "generating a tools module for Vault $VAULT_VERSION in $src" >&2
+    rm -rf "$src"
+    mkdir -p "$src"
+    cp "$root/tools/vault/main.go" "$src/main.go"
+    go_directive=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$root/tools/vault/go.mod")
+    printf 'module vault-plugin-secrets-iris/tools/vault-compat\n\ngo %s\n' "$go_directive" >"$src/go.mod"
+    gomod=$(cd "$src" && go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+    [ -f "$gomod" ] || { echo "no go.mod for github.com/hashicorp/vault@$VAULT_VERSION" >&2; exit 1; }
+    # Vault replaces sdk and api with its own directories; the require lines
+    # name the releases cut from them.
+    sdk=$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")
+    api=$(awk '$1 == "github.com/hashicorp/vault/api" && $2 ~ /^v/ { print $2; exit }' "$gomod")
+    echo "Vault $VAULT_VERSION requires sdk $sdk and api $api" >&2
+    (cd "$src" && go get "github.com/hashicorp/vault/command@$VAULT_VERSION" \
+      "github.com/hashicorp/vault/sdk@$sdk" "github.com/hashicorp/vault/api@$api")
+    touch "$src/.generated"
+  fi
+else
+  src="$root/tools/vault"
+  key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)
+  cached="$cache_dir/vault-$key"
+fi
 
 if [ ! -x "$cached" ]; then
-  mkdir -p "$cache_dir"
-  echo "building Vault from tools/vault into $cached (cold: ~1.5 GB of modules, ~10 minutes)" >&2
+  echo "building Vault from $src into $cached (cold: ~1.5 GB of modules, ~10 minutes)" >&2
   tmp="$cached.tmp.$$"
-  (cd "$root/tools/vault" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp" .)
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp" .)
   mv -f "$tmp" "$cached"
 fi
 mkdir -p "$(dirname "$out")"
