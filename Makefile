@@ -92,14 +92,15 @@ dev: build $(VAULT_DEP)
 	VAULT_BIN=$(VAULT_BIN) PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) EMULATOR_BIN=$(CURDIR)/$(BIN_DIR)/iris-emulator \
 		PLUGIN_VERSION=$(VERSION) ./scripts/dev.sh
 
-# The load run (e2e/load_test.go, skipped unless IRIS_LOAD=1) uses the plain,
-# non-race plugin, and a no-op plugin built only for it as the floor that any
-# external plugin costs.
+# The load run (e2e/load_test.go) and the scale run (e2e/scale_test.go: 1,
+# 1,000 and 10,000 API users on one mount, about 11 minutes), both skipped
+# unless IRIS_LOAD=1, use the plain, non-race plugin; the load run also a
+# no-op plugin built only for it as the floor that any external plugin costs.
 bench: $(VAULT_DEP) build $(BIN_DIR)/noop-plugin
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 .
 	IRIS_LOAD=1 VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
 		NOOP_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/noop-plugin \
-		$(GO) test -count=1 -timeout 30m -tags e2e -run '^TestLoad$$' -v ./e2e/...
+		$(GO) test -count=1 -timeout 30m -tags e2e -run '^(TestLoad|TestScale)$$' -v ./e2e/...
 
 $(BIN_DIR)/noop-plugin: $(wildcard e2e/noop-plugin/*.go) go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./e2e/noop-plugin

@@ -67,6 +67,16 @@ func (b *backend) forgetRead(name string) {
 	b.lastReadMu.Unlock()
 }
 
+// everRead reports whether the named session was read since the process
+// started: a cheap test that spares the periodic pass loading, from
+// storage, entries it would not queue anyway.
+func (b *backend) everRead(name string) bool {
+	b.lastReadMu.Lock()
+	defer b.lastReadMu.Unlock()
+	_, ok := b.lastRead[name]
+	return ok
+}
+
 func (b *backend) readSince(name string, t time.Time) bool {
 	b.lastReadMu.Lock()
 	defer b.lastReadMu.Unlock()
@@ -114,7 +124,12 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		if ctx.Err() != nil {
 			break
 		}
-		if b.refresher.isPending(name) {
+		// Before anything is loaded: after a restart the caches are empty,
+		// and loading every config and session (two storage reads each)
+		// would make the first pass cost seconds at ten thousand sessions
+		// and keep all of them in memory, for nothing, since a session
+		// nobody read is never queued.
+		if b.refresher.isPending(name) || !b.everRead(name) {
 			continue
 		}
 		cfg, err := b.config(ctx, req.Storage, name)

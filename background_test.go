@@ -1,7 +1,10 @@
 package iris
 
 import (
+	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,4 +136,57 @@ func TestDeletePrunesReadTracking(t *testing.T) {
 	defer env.b.lastReadMu.Unlock()
 	require.Len(t, env.b.lastRead, 4)
 	require.NotContains(t, env.b.lastRead, "user-0001")
+}
+
+// countingStorage counts the entries read, by key prefix.
+type countingStorage struct {
+	logical.Storage
+	mu   sync.Mutex
+	gets map[string]int
+}
+
+func (s *countingStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	s.mu.Lock()
+	prefix, _, _ := strings.Cut(key, "/")
+	s.gets[prefix]++
+	s.mu.Unlock()
+	return s.Storage.Get(ctx, key)
+}
+
+// After a restart nothing has been read: the first pass must not load every
+// config and session from storage (two reads each, and all of them kept in
+// memory) to find that none is queued; a session read again is queued as
+// before.
+func TestBackgroundRefreshPassSkipsUnreadSessionsWithoutLoading(t *testing.T) {
+	env := newTestEnv(t)
+	names := manySessions(env, 20)
+	// The same storage in a new backend: what a restart of Vault leaves.
+	restarted, _, _ := env.newBackend()
+	storage := &countingStorage{Storage: env.storage, gets: map[string]int{}}
+	req := &logical.Request{Storage: storage, MountPoint: testMount}
+	env.clock.Advance(2300 * time.Second) // every session is due
+
+	require.NoError(t, restarted.periodic(context.Background(), req))
+	restarted.refresher.wait()
+	require.Zero(t, storage.gets["config"], "configs loaded")
+	require.Zero(t, storage.gets["session"], "sessions loaded")
+	require.Zero(t, env.iris.Stats().Requests, "nothing was read, so nothing is replaced")
+	restarted.configs.mu.RLock()
+	restarted.sessions.mu.RLock()
+	require.Empty(t, restarted.configs.items)
+	require.Empty(t, restarted.sessions.items)
+	restarted.sessions.mu.RUnlock()
+	restarted.configs.mu.RUnlock()
+
+	// One of them is read: the next pass replaces it, and the unread ones
+	// still cost no storage read.
+	resp, err := env.requestOn(restarted, env.storage, logical.ReadOperation, "token/"+names[3], nil)
+	require.NoError(t, err)
+	require.False(t, resp.IsError())
+	require.Zero(t, env.iris.Stats().Requests, "served the stored token")
+	clear(storage.gets)
+	require.NoError(t, restarted.periodic(context.Background(), req))
+	restarted.refresher.wait()
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants, "the session read since the restart is replaced in the background")
+	require.LessOrEqual(t, storage.gets["session"], 2, "only the replaced session was loaded")
 }

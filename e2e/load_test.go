@@ -192,7 +192,8 @@ type loadResult struct {
 	requests, errors int
 	firstError       string
 	elapsed          time.Duration
-	p50, p99         time.Duration
+	p50, p99, max    time.Duration
+	latencies        []time.Duration // sorted
 	cpu              cpuTimes
 }
 
@@ -259,6 +260,10 @@ func runLoad(client *http.Client, target loadTarget, clients int, d time.Duratio
 	res.requests = len(latencies)
 	slices.Sort(latencies)
 	res.p50, res.p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+	if len(latencies) > 0 {
+		res.max = latencies[len(latencies)-1]
+	}
+	res.latencies = latencies
 	return res
 }
 

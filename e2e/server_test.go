@@ -101,6 +101,12 @@ func startDevVaultAt(t testing.TB, rec *recorder, logLevel string, beforeStart f
 // startFileVault starts a server with file storage that survives restarts.
 func startFileVault(t testing.TB, rec *recorder) *vaultServer {
 	t.Helper()
+	return startFileVaultAt(t, rec, "trace")
+}
+
+// startFileVaultAt is startFileVault at a given log level.
+func startFileVaultAt(t testing.TB, rec *recorder, logLevel string) *vaultServer {
+	t.Helper()
 	v := newVaultServer(t, rec)
 	dataDir := filepath.Join(v.dir, "data")
 	require.NoError(t, os.MkdirAll(dataDir, 0o700))
@@ -124,12 +130,12 @@ plugin_directory = %q
 api_addr         = "http://%s"
 cluster_addr     = "https://127.0.0.1:%d"
 disable_mlock    = true
-log_level        = "trace"
-`, dataDir, addr, clusterPort, v.pluginDir, addr, clusterPort)
+log_level        = %q
+`, dataDir, addr, clusterPort, v.pluginDir, addr, clusterPort, logLevel)
 		cfgPath := filepath.Join(v.dir, "server.hcl")
 		require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o600))
 		v.setAddr("http://"+addr, v.rootToken())
-		proc := startProcess(t, "vault server", v.logPath, v.serverEnv(), vaultBin, "server", "-config="+cfgPath, "-log-level=trace")
+		proc := startProcess(t, "vault server", v.logPath, v.serverEnv(), vaultBin, "server", "-config="+cfgPath, "-log-level="+logLevel)
 		v.mu.Lock()
 		v.proc = proc
 		v.mu.Unlock()
