@@ -190,3 +190,32 @@ func TestBackgroundRefreshPassSkipsUnreadSessionsWithoutLoading(t *testing.T) {
 	require.Equal(t, 1, env.iris.Stats().RefreshGrants, "the session read since the restart is replaced in the background")
 	require.LessOrEqual(t, storage.gets["session"], 2, "only the replaced session was loaded")
 }
+
+// A reader that comes back only at ttl+1, as a Vault Agent template does,
+// finds its token already replaced in the background: the read that
+// obtained the token counts as a read of it.
+func TestAgentPaceReaderGetsBackgroundRefresh(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, map[string]interface{}{"verify": false})
+	// As in real time, a grant's token is obtained a little after the read
+	// that asked for it began.
+	env.b.client.Now = func() time.Time {
+		env.clock.Advance(time.Millisecond)
+		return env.clock.Now()
+	}
+	first := env.readToken("demo") // obtains the token
+	env.iris.ResetStats()
+
+	// Vault runs the periodic function about once a minute until the
+	// reader comes back, ttl+1 seconds later.
+	back := env.clock.Now().Add(time.Duration(first.Data["ttl"].(int64)+1) * time.Second)
+	for env.clock.Now().Before(back) {
+		env.clock.Advance(time.Minute)
+		env.periodic()
+	}
+	require.Equal(t, 1, env.iris.Stats().RefreshGrants, "replaced in the background")
+	env.iris.ResetStats()
+	second := env.readToken("demo")
+	require.NotEqual(t, first.Data["access_token"], second.Data["access_token"])
+	require.Zero(t, env.iris.Stats().Requests, "the reader did not wait on a grant")
+}

@@ -99,7 +99,11 @@ func (s *tokenSession) outageFloor() time.Duration {
 // the config the session belongs to (re-read if it changed meanwhile).
 func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref apiUserRef, cfg *apiUserConfig) (sess *tokenSession, _ *apiUserConfig, refreshErr, err error) {
 	name := ref.name
-	b.markRead(name)
+	// Marked once the read is served, so that a read that obtained the
+	// token counts as a read of it: a Vault Agent re-reads only at ttl+1,
+	// past the background due point, and its token must be replaced ahead
+	// of that read, not by it.
+	defer b.markRead(name)
 	now := b.now()
 	sess, err = b.sessions.load(ctx, s, name)
 	if err != nil {
