@@ -316,7 +316,8 @@ func (m *scaleMount) configBody(i int) map[string]any {
 	}
 }
 
-// setup writes the N configs and reads token/ of each, twice.
+// setup writes the N configs and reads token/ of each once, as the issue
+// describes: the read that obtained a token counts as a read of it.
 func (m *scaleMount) setup(t *testing.T) {
 	t.Helper()
 	start := time.Now()
@@ -335,12 +336,6 @@ func (m *scaleMount) setup(t *testing.T) {
 	// Replacements live an hour: after the short first tokens, nothing
 	// comes due again during the run.
 	m.em.SetTokenLifetime(time.Hour)
-	// The read that obtained a session does not count as reading it (it
-	// came before the token was obtained): read each once more.
-	forEach(t, m.n, 8, func(i int) error {
-		_, err := m.do(http.MethodGet, mountPath+"/token/"+m.names[i], nil, http.StatusOK)
-		return err
-	})
 	t.Logf("N=%d: %d configs written in %s, first token/ reads in %s", m.n, m.n,
 		m.res.configSetup.Round(time.Millisecond), m.res.tokenSetup.Round(time.Millisecond))
 }
