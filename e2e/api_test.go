@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/stretchr/testify/require"
 )
 
@@ -59,7 +60,11 @@ func (r apiResult) errorsText() string {
 // without the API client's interpretation of 404s and errors.
 func (v *vaultServer) raw(t testing.TB, method, path string, body any) apiResult {
 	t.Helper()
-	client := v.api()
+	return rawWith(t, v.api(), method, path, body)
+}
+
+func rawWith(t testing.TB, client *api.Client, method, path string, body any) apiResult {
+	t.Helper()
 	req := client.NewRequest(method, "/v1/"+path)
 	if body != nil {
 		require.NoError(t, req.SetJSONBody(body))

@@ -3,10 +3,8 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -106,24 +104,7 @@ func (v *vaultServer) clientAs(t testing.TB, token string) *api.Client {
 // rawAs is raw with another token.
 func (v *vaultServer) rawAs(t testing.TB, token, method, path string, body any) apiResult {
 	t.Helper()
-	client := v.clientAs(t, token)
-	req := client.NewRequest(method, "/v1/"+path)
-	if body != nil {
-		require.NoError(t, req.SetJSONBody(body))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
-	defer cancel()
-	//nolint:staticcheck // the raw request is the point: status codes as sent
-	resp, err := client.RawRequestWithContext(ctx, req)
-	if resp == nil {
-		require.NoError(t, err)
-	}
-	defer resp.Body.Close()
-	b, rerr := io.ReadAll(resp.Body)
-	require.NoError(t, rerr)
-	res := apiResult{Status: resp.StatusCode, Raw: string(b)}
-	_ = json.Unmarshal(b, &res.Body)
-	return res
+	return rawWith(t, v.clientAs(t, token), method, path, body)
 }
 
 // refusal is one request a policy must refuse with Vault's 403.
