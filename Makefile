@@ -75,10 +75,11 @@ test: test-unit test-e2e
 
 # The end-to-end suite against another Vault release, built like the pinned
 # one from the module proxy (scripts/build-vault.sh generates its tools
-# module); not part of make test.
+# module); not part of make test. VAULT_SDK_VERSION overrides the sdk
+# release (see the script).
 test-compat:
 	@test -n "$(VAULT_VERSION)" || { echo "usage: make test-compat VAULT_VERSION=vX.Y.Z" >&2; exit 1; }
-	VAULT_VERSION=$(VAULT_VERSION) ./scripts/build-vault.sh $(BIN_DIR)/vault-$(VAULT_VERSION)
+	VAULT_VERSION=$(VAULT_VERSION) VAULT_SDK_VERSION=$(VAULT_SDK_VERSION) ./scripts/build-vault.sh $(BIN_DIR)/vault-$(VAULT_VERSION)
 	$(MAKE) test-e2e VAULT_BIN=$(CURDIR)/$(BIN_DIR)/vault-$(VAULT_VERSION)
 
 test-unit:

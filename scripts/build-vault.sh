@@ -6,6 +6,10 @@
 # the cache directory instead: the same main.go, with the
 # github.com/hashicorp/vault/sdk and /api releases that Vault's own go.mod
 # requires (newer SDK releases do not compile against older Vault releases).
+# VAULT_SDK_VERSION picks another sdk release, for a Vault release built
+# from an sdk directory between two releases; delete the generated module
+# to regenerate it. (Vault v1.20.0 is one: it compiles against neither sdk
+# v0.18.0, which its go.mod requires, nor v0.19.0.)
 #
 # The binary is cached outside the work tree, keyed by the tools module's
 # contents (or by VAULT_VERSION), so that fresh clones on the same machine
@@ -41,9 +45,9 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     [ -f "$gomod" ] || { echo "no go.mod for github.com/hashicorp/vault@$VAULT_VERSION" >&2; exit 1; }
     # Vault replaces sdk and api with its own directories; the require lines
     # name the releases cut from them.
-    sdk=$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")
+    sdk=${VAULT_SDK_VERSION:-$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")}
     api=$(awk '$1 == "github.com/hashicorp/vault/api" && $2 ~ /^v/ { print $2; exit }' "$gomod")
-    echo "Vault $VAULT_VERSION requires sdk $sdk and api $api" >&2
+    echo "Vault $VAULT_VERSION: building with sdk $sdk and api $api" >&2
     (cd "$src" && go get "github.com/hashicorp/vault/command@$VAULT_VERSION" \
       "github.com/hashicorp/vault/sdk@$sdk" "github.com/hashicorp/vault/api@$api")
     touch "$src/.generated"
