@@ -39,7 +39,6 @@
 package iristest
 
 import (
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -52,44 +51,6 @@ type User struct {
 	// NoRefreshTokens marks an API user created before 2025: IRIS never
 	// issues refresh tokens to those, whatever scope they ask for.
 	NoRefreshTokens bool
-}
-
-// Fault describes an abnormal answer from the token endpoint. Faults are taken
-// before any protocol check, so they apply to well-formed and malformed
-// requests alike.
-type Fault struct {
-	// Status is the HTTP status to answer. Zero means "answer normally",
-	// which together with Delay or AfterHandling gives a slow but otherwise
-	// correct response.
-	Status      int
-	Body        string
-	ContentType string
-	RetryAfter  string
-	// Delay holds the answer back for this long, or until the client gives
-	// up or the server is closed, whichever comes first. A very large Delay
-	// models a server that hangs.
-	Delay time.Duration
-	// AfterHandling runs the request through the normal protocol first, so
-	// tokens are issued and refresh tokens are consumed, and only then
-	// applies Delay and Status: a response lost after the server acted.
-	AfterHandling bool
-	// DropConnection closes the connection, after Delay, without sending
-	// any HTTP response, so the client sees a transport error rather than
-	// a status. With AfterHandling it models a server that acted (issued
-	// tokens, consumed the refresh token) and then lost the connection.
-	// Status must be zero.
-	DropConnection bool
-}
-
-// check panics in the test that configured an impossible fault, rather than
-// in a handler where net/http would turn it into a dropped connection.
-func (f Fault) check() {
-	if f.Status != 0 && (f.Status < 200 || f.Status > 999) {
-		panic(fmt.Sprintf("iristest: Fault.Status %d is not a final HTTP status", f.Status))
-	}
-	if f.DropConnection && f.Status != 0 {
-		panic("iristest: Fault.DropConnection sends no status, so Fault.Status must be 0")
-	}
 }
 
 // Stats counts what the emulator saw since it started or since ResetStats.
@@ -274,120 +235,6 @@ func (s *Server) Close() {
 // /token/v2, /apptoken, /revoke and /introspect.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// AddUser adds u, replacing any user with the same username. The user's client
-// secret becomes the secret of its client ID. It panics if the client ID
-// belongs to an API key or app installation.
-func (s *Server) AddUser(u User) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.addUserLocked(u)
-}
-
-func (s *Server) addUserLocked(u User) {
-	if _, taken := s.ccClients[u.ClientID]; taken {
-		panic(fmt.Sprintf("iristest: client ID %q already belongs to an API key or app installation", u.ClientID))
-	}
-	s.users[u.Username] = u
-	s.rebuildClientsLocked()
-}
-
-func (s *Server) rebuildClientsLocked() {
-	clear(s.userClients)
-	for _, u := range s.users {
-		s.userClients[u.ClientID] = u.ClientSecret
-	}
-}
-
-// RemoveUser deletes a user, as when an admin deletes the API user. Every
-// token of the user is revoked, so a client cannot carry on with refresh
-// tokens issued before, and its lockout state is forgotten. The user's
-// client disappears with its last user.
-func (s *Server) RemoveUser(username string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.users, username)
-	s.rebuildClientsLocked()
-	s.revokeUserLocked(username)
-	s.lockout.forget(username)
-}
-
-// SetPassword changes a user's password, as a password change in Trackunit
-// Manager does. Tokens already issued stay valid (call RevokeAll as well to
-// model a change that ends the user's sessions). It panics for an unknown
-// user.
-func (s *Server) SetPassword(username, password string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, ok := s.users[username]
-	if !ok {
-		panic(fmt.Sprintf("iristest: SetPassword: no user %q", username))
-	}
-	u.Password = password
-	s.users[username] = u
-}
-
-// SetClientSecret changes the secret of a client: an API user's client (for
-// every user sharing it), an API key or an app installation, as a secret
-// rotation would. Tokens already issued stay valid. It panics for an unknown
-// client ID.
-func (s *Server) SetClientSecret(clientID, secret string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := s.ccClients[clientID]; c != nil {
-		c.secret = secret
-		return
-	}
-	if _, ok := s.userClients[clientID]; !ok {
-		panic(fmt.Sprintf("iristest: SetClientSecret: no client %q", clientID))
-	}
-	for name, u := range s.users {
-		if u.ClientID == clientID {
-			u.ClientSecret = secret
-			s.users[name] = u
-		}
-	}
-	s.rebuildClientsLocked()
-}
-
-// RevokeAll revokes every access and refresh token of a user, as when an admin
-// ends all of its sessions.
-func (s *Server) RevokeAll(username string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.revokeUserLocked(username)
-}
-
-func (s *Server) revokeUserLocked(username string) {
-	s.revokeGrantsLocked(func(g *grant) bool { return g.endpoint == tokenPath && g.username == username })
-}
-
-func (s *Server) revokeGrantsLocked(match func(*grant) bool) {
-	for _, t := range s.refresh {
-		if match(t.g) {
-			t.g.revoked = true
-		}
-	}
-	for _, t := range s.access {
-		if match(t.g) {
-			t.g.revoked = true
-		}
-	}
-}
-
-// LiveRefreshTokens returns how many refresh tokens of a user could still be
-// used: issued, not yet used and not revoked.
-func (s *Server) LiveRefreshTokens(username string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, t := range s.refresh {
-		if t.g.username == username && !t.used && !t.revoked && !t.g.revoked {
-			n++
-		}
-	}
-	return n
-}
-
 // SetTokenLifetime sets expires_in for future grants at /token (default
 // DefaultTokenLifetime). It is truncated to whole seconds; a negative value
 // counts as zero (tokens born expired).
@@ -417,42 +264,6 @@ func (s *Server) SetClock(now func() time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.now = now
-}
-
-// FailNext queues f for the next n token endpoint requests (/token,
-// /token/v2 and /apptoken share one queue). Queued faults are used in the
-// order they were queued, one per request, before any sticky fault.
-func (s *Server) FailNext(n int, f Fault) {
-	f.check()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range n {
-		s.faults = append(s.faults, f)
-	}
-}
-
-// SetFault applies f to every token endpoint request that finds no queued
-// fault, until SetFault(nil).
-func (s *Server) SetFault(f *Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f == nil {
-		s.sticky = nil
-		return
-	}
-	c := *f
-	c.check()
-	s.sticky = &c
-}
-
-// SetResponseOverride installs fn, which sees every token endpoint request
-// (with its body intact; r.URL.Path tells the endpoints apart) before faults
-// and protocol checks. When fn returns true it has
-// answered and the emulator does nothing more. nil removes the override.
-func (s *Server) SetResponseOverride(fn func(w http.ResponseWriter, r *http.Request) bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.override = fn
 }
 
 // Stats returns a snapshot of the counters.
