@@ -8,8 +8,8 @@
 # requires (newer SDK releases do not compile against older Vault releases).
 # VAULT_SDK_VERSION picks another sdk release, for a Vault release built
 # from an sdk directory between two releases; delete the generated module
-# to regenerate it. (Vault v1.20.0 is one: it compiles against neither sdk
-# v0.18.0, which its go.mod requires, nor v0.19.0.)
+# to regenerate it. (Vault v1.20.0 to v1.20.4 are such releases: they compile
+# against neither sdk v0.18.0, which their go.mod requires, nor v0.19.0.)
 #
 # The binary is cached outside the work tree, keyed by the tools module's
 # contents (or by VAULT_VERSION), so that fresh clones on the same machine
