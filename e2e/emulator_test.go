@@ -21,7 +21,7 @@ type emulator struct {
 
 type emulatorOption func(*iristest.User)
 
-// legacyUser is an API user created before 2025: no refresh tokens.
+// legacyUser is an API user that gets no refresh tokens.
 func legacyUser(u *iristest.User) { u.NoRefreshTokens = true }
 
 // sameUser gives the emulator the API user of another one, so that two

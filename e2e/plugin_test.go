@@ -503,7 +503,7 @@ func testRenewableLeases(t *testing.T, v *vaultServer) {
 	v.waitLeaseGone(t, lt.LeaseID)
 }
 
-// An API user created before 2025 gets no refresh tokens; renewing its
+// An API user that gets no refresh tokens: renewing its
 // leases falls back to the password grant.
 func testRenewableLeasesLegacyUser(t *testing.T, v *vaultServer) {
 	em := newEmulator(t, v.rec, 300*time.Second, legacyUser)

@@ -48,8 +48,9 @@ import (
 // User is one IRIS API user together with the OAuth client it was issued with.
 type User struct {
 	ClientID, ClientSecret, Username, Password string
-	// NoRefreshTokens marks an API user created before 2025: IRIS never
-	// issues refresh tokens to those, whatever scope they ask for.
+	// NoRefreshTokens marks an API user that gets no refresh tokens,
+	// whatever scope it asks for: Trackunit documented this for API users
+	// created before 2025 until August 2025, and a client must still cope.
 	NoRefreshTokens bool
 }
 

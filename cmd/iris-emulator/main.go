@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		apps = append(apps, a)
 		return err
 	})
-	legacy := fs.Bool("legacy", false, "emulate an API user created before 2025, which never gets refresh tokens")
+	legacy := fs.Bool("legacy", false, "emulate an API user that never gets refresh tokens (Trackunit documented this for API users created before 2025 until August 2025)")
 	readyFile := fs.String("ready-file", "", "write the base URL to this `file` once listening (removed on exit)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
