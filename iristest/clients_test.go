@@ -34,7 +34,6 @@ func appForm(scope string) string {
 
 func TestClientCredentialsEndpoints(t *testing.T) {
 	s := newCredentialServer(t)
-	const ctForm = "application/x-www-form-urlencoded"
 
 	tests := []struct {
 		name     string
@@ -96,27 +95,7 @@ func TestClientCredentialsEndpoints(t *testing.T) {
 			if tc.endpoint == "app" {
 				u = s.AppTokenURL
 			}
-			if tc.query != "" {
-				u += "?" + tc.query
-			}
-			method := tc.method
-			if method == "" {
-				method = http.MethodPost
-			}
-			req, err := http.NewRequest(method, u, strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			switch tc.ctype {
-			case "":
-				req.Header.Set("Content-Type", ctForm)
-			case "none":
-			default:
-				req.Header.Set("Content-Type", tc.ctype)
-			}
-			if tc.auth != "" {
-				req.Header.Set("Authorization", tc.auth)
-			}
+			req := newTokenRequest(t, tc.method, u, tc.query, tc.body, tc.ctype, tc.auth)
 			before := s.Stats()
 			res := do(t, req)
 			after := s.Stats()

@@ -172,3 +172,33 @@ func wantToken(t *testing.T, res result, scope string, withRefresh bool) (at, rt
 }
 
 func newFakeClock() *Clock { return NewClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)) }
+
+// newTokenRequest builds a token endpoint request the way the protocol
+// tables describe one: method "" is POST, ctype "" is the form type and
+// "none" sends no Content-Type, query goes into the URL.
+func newTokenRequest(t *testing.T, method, endpoint, query, body, ctype, auth string) *http.Request {
+	t.Helper()
+	if method == "" {
+		method = http.MethodPost
+	}
+	if query != "" {
+		endpoint += "?" + query
+	}
+	req, err := http.NewRequest(method, endpoint, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch ctype {
+	case "":
+		req.Header.Set("Content-Type", ctForm)
+	case "none":
+	default:
+		req.Header.Set("Content-Type", ctype)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	return req
+}
+
+const ctForm = "application/x-www-form-urlencoded"

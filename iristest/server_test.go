@@ -12,7 +12,6 @@ import (
 
 func TestTokenEndpoint(t *testing.T) {
 	s := newTestServer(t)
-	const ctForm = "application/x-www-form-urlencoded"
 	good := basicOf(mainUser)
 	pw := passwordForm(mainUser, "api")
 
@@ -86,28 +85,7 @@ func TestTokenEndpoint(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			method := tc.method
-			if method == "" {
-				method = http.MethodPost
-			}
-			u := s.TokenURL
-			if tc.query != "" {
-				u += "?" + tc.query
-			}
-			req, err := http.NewRequest(method, u, strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			switch tc.ctype {
-			case "":
-				req.Header.Set("Content-Type", ctForm)
-			case "none":
-			default:
-				req.Header.Set("Content-Type", tc.ctype)
-			}
-			if tc.auth != "" {
-				req.Header.Set("Authorization", tc.auth)
-			}
+			req := newTokenRequest(t, tc.method, s.TokenURL, tc.query, tc.body, tc.ctype, tc.auth)
 			before := s.Stats()
 			res := do(t, req)
 			after := s.Stats()
