@@ -31,9 +31,8 @@ import (
 // plugin build, against an in-process emulator holding the N users, it:
 //
 //   - writes the N configs with verify=false over the HTTP API (8 at a time),
-//     reads token/ once for each (so that every one holds a session) and once
-//     more (so that every session counts as read since it was obtained, which
-//     is what the background refresh replaces);
+//     reads token/ once for each (so that every one holds a session that
+//     counts as read, which is what the background refresh replaces);
 //   - measures, with one client, token/ and creds/ reads of a random API
 //     user (in rounds interleaved across the N, all servers running, so
 //     that the ratios compare figures taken in the same minutes), config/
