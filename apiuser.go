@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,9 +24,10 @@ import (
 
 const (
 	configStoragePrefix = "config/"
-	// configShapeVersion 2 added ID; entries of shape 1 are read as they
-	// are (see identity).
-	configShapeVersion = 2
+	// configShapeVersion 2 added ID, 3 added Revision; entries of earlier
+	// shapes are read as they are (see identity, and Revision's empty
+	// value, which the next write replaces).
+	configShapeVersion = 3
 
 	defaultRequestTimeout = 10 * time.Second
 	minRequestTimeout     = time.Second
@@ -69,6 +71,11 @@ type apiUserConfig struct {
 	// issues changes, so that state derived from an older config (a shared
 	// token session, say) can tell it is stale.
 	Generation string `json:"generation"`
+	// Revision changes with every write, whatever it changed: a grant that
+	// ran while the config was written is never stored over what the write
+	// left (a verifying grant's session, say). Entries written before it
+	// existed have none until their next write.
+	Revision string `json:"revision,omitempty"`
 }
 
 // newAPIUserConfig is a new credential of kind with every default set. Only
@@ -280,9 +287,12 @@ func newGeneration() string {
 // a write or delete landed since existing was read; verified, the token of
 // the verifying grant if there was one, becomes the shared token. A write
 // ends any hold on the API user's grants: it may have fixed what IRIS
-// refused.
+// refused. A write that fails changes nothing when it can: the config is
+// put back as it was. A verifying token that is not stored is let go of
+// (abandonRefreshToken).
 func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) error {
 	var abandoned *tokenSession
+	configWritten := false
 	err := b.withSessionLock(name, func() error {
 		// The verifying grant ran unlocked: a write or delete that landed
 		// meanwhile must not be undone by storing a copy of what it replaced.
@@ -296,11 +306,37 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 		if err := b.configs.save(ctx, s, name, cfg); err != nil {
 			return err
 		}
+		configWritten = true
 		abandoned, err = b.sessionAfterConfigWrite(ctx, s, name, existing, cfg, verified)
+		if err != nil {
+			// The session is as it was (a failed write changes nothing), so
+			// the config goes back too.
+			if undoErr := b.restoreConfig(ctx, s, name, existing); undoErr != nil {
+				b.Logger().Error("could not put the previous config back after a failed write; the new one stays", "name", name, "error", undoErr)
+			} else {
+				configWritten = false
+			}
+		}
 		return err
 	})
 	if err != nil {
-		return err
+		if verified != nil {
+			b.abandonRefreshToken(ctx, name, cfg, verified.RefreshToken, "the verifying grant's token was not stored", err)
+		}
+		var coded logical.HTTPCodedError
+		switch {
+		case errors.As(err, &coded):
+			return err
+		case configWritten:
+			// The old session stays stored, but a new generation never
+			// serves it: its refresh token is held by nobody.
+			if existing != nil && existing.Generation != cfg.Generation {
+				b.revokeAbandonedSession(ctx, name, existing, abandoned)
+			}
+			return fmt.Errorf("API user %q was stored, but its shared token could not be brought in line (the next token/ read replaces it): %w", name, err)
+		default:
+			return fmt.Errorf("API user %q: nothing was stored: %w", name, err)
+		}
 	}
 	b.grants.endHold(name)
 	if verified != nil {
@@ -311,9 +347,19 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 	return nil
 }
 
+// restoreConfig puts back the config a failed write replaced (nil: there
+// was none). Under the session lock.
+func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name string, previous *apiUserConfig) error {
+	if previous == nil {
+		return b.configs.delete(ctx, s, name)
+	}
+	return b.configs.save(ctx, s, name, previous)
+}
+
 // deleteAPIUser deletes the API user and its shared token. Under the session
 // lock, so that a grant in flight cannot write a session back after the
-// delete: delete always wins.
+// delete: delete always wins. The session goes first: a failure after it
+// leaves the config as it was, with a session the next read obtains again.
 func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name string) error {
 	var cfg *apiUserConfig
 	var abandoned *tokenSession
@@ -325,17 +371,20 @@ func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name str
 		if abandoned, err = b.sessions.loadUncached(ctx, s, name); err != nil {
 			return err
 		}
-		if err := b.configs.delete(ctx, s, name); err != nil {
+		if err := b.sessions.delete(ctx, s, name); err != nil {
+			abandoned = nil // still stored, still held
 			return err
 		}
-		return b.sessions.delete(ctx, s, name)
+		return b.configs.delete(ctx, s, name)
 	})
+	// The session is gone whenever abandoned is set, even if the config
+	// delete then failed.
+	b.revokeAbandonedSession(ctx, name, cfg, abandoned)
 	if err != nil {
-		return err
+		return fmt.Errorf("API user %q was not deleted: %w", name, err)
 	}
 	b.grants.forget(name)
 	b.forgetRead(name)
-	b.revokeAbandonedSession(ctx, name, cfg, abandoned)
 	return nil
 }
 

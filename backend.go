@@ -42,6 +42,15 @@ type backend struct {
 	// write-back: the window in which config changes must win.
 	afterGrant func(name string)
 
+	// closeMu guards closed, set by Clean, and the count of session
+	// flights: every storage write of a session, config or spent record
+	// holds it for reading (withSessionLock), so that none happens once
+	// Clean has returned.
+	closeMu      sync.RWMutex
+	closed       bool
+	flightsAlive int
+	flightsIdle  *sync.Cond
+
 	// lastSweep is when the periodic function last swept spent refresh
 	// token records (unix seconds).
 	lastSweep atomic.Int64
@@ -79,6 +88,7 @@ func newBackend(opts backendOptions) *backend {
 	if b.now == nil {
 		b.now = time.Now
 	}
+	b.flightsIdle = sync.NewCond(&b.closeMu)
 	b.grants = newGrantBook(b.now)
 	b.refresher = newBackgroundRefresher()
 	if b.client == nil {
@@ -109,10 +119,69 @@ func newBackend(opts backendOptions) *backend {
 		},
 		Invalidate: b.invalidate,
 		// Background grants stop with the mount.
-		Clean:        func(context.Context) { b.refresher.cancel() },
+		Clean:        b.clean,
 		PeriodicFunc: b.periodic,
 	}
 	return b
+}
+
+// cleanWait bounds how long Clean waits for grants to end once cancelled:
+// a cancelled request returns at once, and a token obtained just before
+// is revoked within maxRevocationTimeout.
+const cleanWait = maxRevocationTimeout + 2*time.Second
+
+// clean is Vault's call when the mount goes away or the plugin reloads:
+// storage writes stop at once, background grants and shared-token flights
+// are cancelled, and clean waits for them, within cleanWait.
+func (b *backend) clean(ctx context.Context) {
+	b.closeMu.Lock()
+	b.closed = true
+	b.closeMu.Unlock()
+	b.refresher.cancel()
+
+	done := make(chan struct{})
+	go func() {
+		b.refresher.wait()
+		b.closeMu.Lock()
+		for b.flightsAlive > 0 {
+			b.flightsIdle.Wait()
+		}
+		b.closeMu.Unlock()
+		close(done)
+	}()
+	timer := time.NewTimer(cleanWait)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		b.Logger().Warn("grants still running after the mount was cleaned up; they can no longer write storage", "waited", cleanWait.String())
+	case <-ctx.Done():
+	}
+}
+
+// startFlight counts a shared-token flight in, unless Clean ran.
+func (b *backend) startFlight() bool {
+	b.closeMu.Lock()
+	defer b.closeMu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.flightsAlive++
+	return true
+}
+
+func (b *backend) endFlight() {
+	b.closeMu.Lock()
+	defer b.closeMu.Unlock()
+	if b.flightsAlive--; b.flightsAlive == 0 {
+		b.flightsIdle.Broadcast()
+	}
+}
+
+func (b *backend) isClosed() bool {
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	return b.closed
 }
 
 // writeOnlyFields are validated here before Vault's framework sees them: its

@@ -26,6 +26,7 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 		return irisauth.Result{}, err
 	}
 	res, err := b.client.Exchange(ctx, g)
+	dropForeignRefreshToken(cfg, res.Token)
 	b.grants.record(ref.name, cfg.Generation, g.Type, err)
 	if err != nil && refusesCredentials(g.Type, err) {
 		b.Logger().Warn("IRIS refused the API user's credentials; holding further grants back", "name", ref.name, "error", err)
@@ -38,7 +39,18 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 // IRIS refused, and a write ends any hold anyway.
 func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
 	res, err := b.client.Exchange(ctx, cfg.logInGrant(true))
+	dropForeignRefreshToken(cfg, res.Token)
 	return res.Token, err
+}
+
+// dropForeignRefreshToken forgets a refresh token that an API key's or
+// app's grant returned: client_credentials holders never get one by the
+// protocol, so nothing here would know how to keep it, and it is never
+// stored or sent (not even to revoke it).
+func dropForeignRefreshToken(cfg *apiUserConfig, tok *irisauth.Token) {
+	if tok != nil && !cfg.kind().actsAsUser {
+		tok.RefreshToken = ""
+	}
 }
 
 // logIn obtains a new token from the API user's own credentials.

@@ -267,6 +267,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 
 	cfg.ShapeVersion = configShapeVersion
+	cfg.Revision = newGeneration()
 	if existing == nil || existing.tokenIdentity() != cfg.tokenIdentity() {
 		cfg.Generation = newGeneration()
 	}

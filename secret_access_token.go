@@ -271,7 +271,8 @@ func (b *backend) sweepSpentRefreshTokens(ctx context.Context, s logical.Storage
 			continue
 		}
 		if spentAt, err := time.Parse(time.RFC3339, string(entry.Value)); err == nil && spentAt.Before(cutoff) {
-			if err := s.Delete(ctx, spentStoragePrefix+k); err != nil {
+			key := spentStoragePrefix + k
+			if err := b.withSessionLock(key, func() error { return s.Delete(ctx, key) }); err != nil {
 				return err
 			}
 		}

@@ -161,9 +161,18 @@ func (e *staleSessionError) Error() string {
 // A session is replaced when it is within ahead of its refresh point.
 func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref apiUserRef, ahead time.Duration) (*tokenSession, error) {
 	ch := b.flights.DoChan(ref.name, func() (interface{}, error) {
+		if !b.startFlight() {
+			return nil, errMountClosed
+		}
+		defer b.endFlight()
 		// The flight outlives any one caller: a caller that gives up must
-		// not cancel the grant the others are waiting for.
-		return b.refreshSessionOnce(context.WithoutCancel(ctx), s, ref, ahead)
+		// not cancel the grant the others are waiting for. It ends with the
+		// mount, though (see clean).
+		flightCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stop := context.AfterFunc(b.refresher.ctx, cancel)
+		defer stop()
+		return b.refreshSessionOnce(flightCtx, s, ref, ahead)
 	})
 	select {
 	case <-ctx.Done():
@@ -217,7 +226,7 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 		if refreshToken != "" && outcome == irisauth.RefreshTokenUnused {
 			// IRIS provably never saw it: it is as good as before.
 			if err := b.storeSessionIfCurrent(ctx, s, name, cfg, sess); err != nil {
-				b.Logger().Warn("could not put back an unused refresh token", "name", name, "error", err)
+				b.abandonRefreshToken(ctx, name, cfg, refreshToken, "an unused refresh token could not be put back", err)
 			}
 		}
 		return nil, grantErr
@@ -226,14 +235,15 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 	// The rotated refresh token is stored before the token is handed out:
 	// IRIS has already retired the old one.
 	if err := b.storeSessionIfCurrent(ctx, s, name, cfg, fresh); err != nil {
+		b.abandonRefreshToken(ctx, name, cfg, fresh.RefreshToken, "a new shared token could not be stored", err)
 		return nil, err
 	}
 	b.Logger().Debug("shared token replaced", "name", name, "expires_at", fresh.ExpiresAt.UTC().Format(time.RFC3339))
 	return fresh, nil
 }
 
-// storeSessionIfCurrent stores sess unless the config changed since cfg was
-// read. It takes the lock config writes and deletes take, so that a session
+// storeSessionIfCurrent stores sess unless the config was written since cfg
+// was read, whatever the write changed. It takes the lock config writes and deletes take, so that a session
 // obtained with credentials that have since changed is never stored.
 func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, name string, cfg *apiUserConfig, sess *tokenSession) error {
 	return b.withSessionLock(name, func() error {
@@ -241,7 +251,7 @@ func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, 
 		if err != nil {
 			return err
 		}
-		if current == nil || current.Generation != cfg.Generation {
+		if current == nil || current.Generation != cfg.Generation || current.Revision != cfg.Revision {
 			return &staleSessionError{name: name}
 		}
 		return b.sessions.save(ctx, s, name, sess)
@@ -283,11 +293,47 @@ func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *
 	b.revokeAtIRIS(ctx, name, cfg, old.RefreshToken, "refresh_token")
 }
 
-// withSessionLock runs fn holding the named session's lock.
+// abandonRefreshToken lets go of a refresh token nobody will hold: one
+// obtained under cfg that could not be stored (the config was written
+// meanwhile, or storage failed), or one that could not be put back. It is
+// never stored or sent again; where cfg has a revocation endpoint it is
+// revoked there, best effort, and otherwise left to expire at IRIS. The log
+// line names the credential, never the token.
+func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *apiUserConfig, refreshToken, why string, cause error) {
+	if refreshToken == "" {
+		return
+	}
+	var stale *staleSessionError
+	log := b.Logger().Warn
+	if errors.As(cause, &stale) {
+		// A write racing a grant is ordinary; it is worth a line, not an alarm.
+		log = b.Logger().Info
+	}
+	if cfg.RevocationURL == "" {
+		log(why+"; its refresh token is left to expire at IRIS (no revocation_url)", "name", name, "error", cause)
+		return
+	}
+	log(why+"; revoking its refresh token at IRIS", "name", name, "error", cause)
+	// Not tied to the caller: a grant cancelled by Clean still revokes what
+	// it obtained, within the revocation timeout.
+	b.revokeAtIRIS(context.WithoutCancel(ctx), name, cfg, refreshToken, "refresh_token")
+}
+
+// errMountClosed answers a storage write attempted after Clean.
+var errMountClosed = errors.New("the mount is being unmounted or reloaded; nothing was stored")
+
+// withSessionLock runs fn holding the named session's lock, unless the mount
+// was cleaned up: once Clean has returned, no session, config or spent
+// record is written any more.
 func (b *backend) withSessionLock(name string, fn func() error) error {
 	lock := locksutil.LockForKey(b.sessionLocks, name)
 	lock.Lock()
 	defer lock.Unlock()
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
+		return errMountClosed
+	}
 	return fn()
 }
 

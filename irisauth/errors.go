@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // ErrorKind classifies a failed call by who can fix it.
@@ -207,13 +210,48 @@ func classifyErrorResponse(grant GrantType, status int, header http.Header, body
 	return e
 }
 
+// redact replaces every echo of a secret in s, however it was encoded:
+// each character of it may appear as itself, form- or percent-encoded (hex
+// in either case, once or twice over, '+' for a space), or JSON-escaped
+// (\uXXXX in either case, \/, \", \\ and the control escapes), in any
+// mixture, since encoders differ in which characters they escape.
 func redact(s string, secrets []string) string {
 	for _, secret := range secrets {
 		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
+			s = echoPattern(secret).ReplaceAllLiteralString(s, "[redacted]")
 		}
 	}
 	return s
+}
+
+var jsonShortEscapes = map[rune]string{'"': `\\"`, '\\': `\\\\`, '/': `\\/`, '\b': `\\b`, '\f': `\\f`, '\n': `\\n`, '\r': `\\r`, '\t': `\\t`}
+
+// echoPattern matches secret in any of the encodings redact names.
+func echoPattern(secret string) *regexp.Regexp {
+	var b strings.Builder
+	for _, r := range secret {
+		b.WriteString("(?:")
+		b.WriteString(regexp.QuoteMeta(string(r)))
+		var buf [utf8.UTFMax]byte
+		n := utf8.EncodeRune(buf[:], r)
+		b.WriteString("|")
+		for _, c := range buf[:n] {
+			fmt.Fprintf(&b, "%%(?:25)?(?i:%02x)", c)
+		}
+		if r == ' ' {
+			b.WriteString(`|\+`)
+		}
+		if esc, ok := jsonShortEscapes[r]; ok {
+			b.WriteString("|" + esc)
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			fmt.Fprintf(&b, `|\\u(?i:%04x)\\u(?i:%04x)`, r1, r2)
+		} else {
+			fmt.Fprintf(&b, `|\\u(?i:%04x)`, r)
+		}
+		b.WriteString(")")
+	}
+	return regexp.MustCompile(b.String())
 }
 
 // sanitize keeps upstream text printable and short: error descriptions end up

@@ -105,9 +105,9 @@ func (e Endpoint) basicValue() string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(e.ClientID+":"+e.ClientSecret))
 }
 
-// secrets lists every form in which the grant's secrets could come back in
-// an answer (a misdirected token_url or a debugging proxy may echo its
-// request), so that errors can redact them.
+// secrets lists the grant's secrets, which errors redact in every encoding
+// an answer could echo them in (a misdirected token_url or a debugging proxy
+// may echo its request): see redact.
 func (g Grant) secrets() []string {
 	return secretForms(g.Endpoint, g.Params.Get("password"), g.RefreshToken())
 }
@@ -118,10 +118,9 @@ func secretForms(e Endpoint, others ...string) []string {
 		forms = append(forms, strings.TrimPrefix(e.basicValue(), "Basic "))
 	}
 	for _, s := range append([]string{e.ClientSecret}, others...) {
-		if s == "" {
-			continue
+		if s != "" {
+			forms = append(forms, s)
 		}
-		forms = append(forms, s, url.QueryEscape(s))
 	}
 	return forms
 }

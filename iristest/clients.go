@@ -133,7 +133,7 @@ func (s *Server) clientCredentialsGrant(r *http.Request, body []byte, bodyErr er
 		s.stats.AppTokenGrants++
 	}
 	g := &grant{endpoint: c.endpoint, clientID: clientID, accountID: c.accountID, scope: scope}
-	return s.issueLocked(g, "client_credentials", scope, false), nil
+	return s.issueLocked(g, "client_credentials", scope, s.ccRefreshTokens), nil
 }
 
 // grantableScope checks a requested scope against what the client may ask
@@ -183,4 +183,14 @@ func (s *Server) clientSecretLocked(clientID string) (string, bool) {
 	}
 	secret, ok := s.userClients[clientID]
 	return secret, ok
+}
+
+// SetClientCredentialsRefreshTokens makes /token/v2 and /apptoken answers
+// carry a refresh token, as Trackunit documents they do not: a client must
+// ignore it, and tests check that it never comes back (IsRefreshToken,
+// Requests). Off by default.
+func (s *Server) SetClientCredentialsRefreshTokens(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ccRefreshTokens = on
 }

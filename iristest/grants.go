@@ -246,7 +246,9 @@ func (s *Server) issueLocked(g *grant, grantType string, scope []string, refresh
 		AccessToken: at,
 		Scope:       strings.Join(scope, " "),
 	}
-	if refreshable && slices.Contains(scope, "offline_access") {
+	// Client credentials grants know no offline_access; they carry a
+	// refresh token only when a test asked for the misbehaviour.
+	if refreshable && (slices.Contains(scope, "offline_access") || g.endpoint != tokenPath) {
 		rt := newToken("rt_")
 		s.refresh[rt] = &refreshToken{g: g}
 		res.RefreshToken = rt

@@ -129,6 +129,9 @@ type Server struct {
 	issued      []Issuance
 	issuedIndex map[string]int // access or refresh token → index in issued
 	lockout     lockout
+	// ccRefreshTokens makes client credentials answers carry a refresh
+	// token (SetClientCredentialsRefreshTokens).
+	ccRefreshTokens bool
 }
 
 // grant is one successful password or client credentials grant and every
