@@ -7,6 +7,8 @@ package iris
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -50,10 +52,10 @@ type testEnv struct {
 	sleeps  []time.Duration
 	sleepMu sync.Mutex
 	// logs gets log lines and errors, shown what callers were shown.
-	logs         *syncBuffer
-	shown        *syncBuffer
-	leakMu       sync.Mutex
-	accessTokens []string
+	logs    *syncBuffer
+	shown   *syncBuffer
+	leakMu  sync.Mutex
+	secrets []string // of every config written
 }
 
 func newTestEnv(t *testing.T, users ...iristest.User) *testEnv {
@@ -107,6 +109,9 @@ func (env *testEnv) request(op logical.Operation, path string, data map[string]i
 }
 
 func (env *testEnv) requestOn(b *backend, s logical.Storage, op logical.Operation, path string, data map[string]interface{}) (*logical.Response, error) {
+	if strings.HasPrefix(path, "config/") {
+		env.recordWrittenSecrets(data)
+	}
 	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s, MountPoint: testMount}
 	resp, err := b.HandleRequest(context.Background(), req)
 	env.recordForLeakCheck(resp, err)
@@ -140,6 +145,18 @@ func (env *testEnv) writeConfig(name string, user iristest.User, extra map[strin
 	env.mustRequest(logical.CreateOperation, "config/"+name, data)
 }
 
+// recordWrittenSecrets remembers the secrets a config write carries, so
+// that assertNoSecrets forbids them whoever they belong to.
+func (env *testEnv) recordWrittenSecrets(data map[string]interface{}) {
+	env.leakMu.Lock()
+	defer env.leakMu.Unlock()
+	for _, key := range writeOnlyFields {
+		if v, ok := data[key].(string); ok && v != "" {
+			env.secrets = append(env.secrets, v)
+		}
+	}
+}
+
 // recordForLeakCheck remembers every response and error so that
 // assertNoSecrets covers all of them.
 func (env *testEnv) recordForLeakCheck(resp *logical.Response, err error) {
@@ -151,38 +168,59 @@ func (env *testEnv) recordForLeakCheck(resp *logical.Response, err error) {
 	if resp == nil {
 		return
 	}
-	if token, ok := resp.Data["access_token"].(string); ok {
-		env.leakMu.Lock()
-		env.accessTokens = append(env.accessTokens, token)
-		env.leakMu.Unlock()
-	}
 	// What Vault shows a caller; the lease's internal data stays in Vault.
 	j, _ := json.Marshal(map[string]interface{}{"data": resp.Data, "warnings": resp.Warnings})
 	env.shown.WriteString("\n" + string(j))
 }
 
 // assertNoSecrets checks every log line, error and response so far: none
-// may hold the user's password or client secret, or a refresh token the
-// emulator issued; log lines and errors may not hold access tokens either
+// may hold a stored secret (the user's password and client secret, and
+// those of every config written) or a refresh token the emulator issued;
+// log lines and errors may not hold any access token it issued either
 // (responses of creds/ and token/ return them on purpose).
-func (env *testEnv) assertNoSecrets(user iristest.User) {
+func (env *testEnv) assertNoSecrets(users ...iristest.User) {
 	env.t.Helper()
+	require.Empty(env.t, env.leaks(users...), "secrets leaked")
+}
+
+// leaks names what assertNoSecrets forbids and found, never the secret
+// itself.
+func (env *testEnv) leaks(users ...iristest.User) []string {
 	logs, shown := env.logs.String(), env.shown.String()
-	forbidden := []string{user.Password, user.ClientSecret}
-	for _, r := range env.iris.Requests() {
-		if r.RefreshToken != "" {
-			forbidden = append(forbidden, r.RefreshToken)
+	var found []string
+	check := func(what, secret string, inShown bool) {
+		if secret == "" {
+			return
+		}
+		if strings.Contains(logs, secret) {
+			found = append(found, what+" in a log line or error")
+		}
+		if inShown && strings.Contains(shown, secret) {
+			found = append(found, what+" in a response")
 		}
 	}
-	for _, secret := range forbidden {
-		require.NotContains(env.t, logs, secret)
-		require.NotContains(env.t, shown, secret)
+	for _, u := range users {
+		check("the password of "+u.Username, u.Password, true)
+		check("the client secret of "+u.ClientID, u.ClientSecret, true)
 	}
+	for i, secret := range env.writtenSecrets() {
+		check(fmt.Sprintf("secret #%d written to a config", i), secret, true)
+	}
+	for i, is := range env.iris.Issued() {
+		check(fmt.Sprintf("refresh token #%d", i), is.RefreshToken, true)
+		check(fmt.Sprintf("access token #%d", i), is.AccessToken, false)
+	}
+	for _, r := range env.iris.Requests() {
+		check("a refresh token sent to IRIS", r.RefreshToken, true)
+	}
+	return found
+}
+
+// writtenSecrets are the secrets of every config write so far.
+func (env *testEnv) writtenSecrets() []string {
 	env.leakMu.Lock()
 	defer env.leakMu.Unlock()
-	for _, token := range env.accessTokens {
-		require.NotContains(env.t, logs, token)
-	}
+	return append([]string(nil), env.secrets...)
 }
 
 func (env *testEnv) sleepsSoFar() []time.Duration {
@@ -298,5 +336,54 @@ func demoConfigData(env *testEnv) map[string]interface{} {
 		"username":      demoUser.Username,
 		"password":      demoUser.Password,
 		"token_url":     env.iris.TokenURL,
+	}
+}
+
+// The leak check fails on each kind of secret, wherever it is planted: a
+// check that passes everything would make every test that relies on it
+// vacuous.
+func TestLeakCheckSeesEverything(t *testing.T) {
+	other := map[string]interface{}{"client_secret": "other-config-client-secret", "password": "other-config-password", "verify": false}
+	secrets := []struct {
+		name string
+		get  func(env *testEnv) string
+		// inResponse: responses may carry it (creds/ and token/ return
+		// access tokens on purpose).
+		inResponse bool
+	}{
+		{"issued access token", func(env *testEnv) string { return env.iris.Issued()[0].AccessToken }, true},
+		{"issued refresh token", func(env *testEnv) string { return env.iris.Issued()[0].RefreshToken }, false},
+		{"password of the user", func(*testEnv) string { return demoUser.Password }, false},
+		{"client secret of the user", func(*testEnv) string { return demoUser.ClientSecret }, false},
+		{"password of another config", func(*testEnv) string { return other["password"].(string) }, false},
+		{"client secret of another config", func(*testEnv) string { return other["client_secret"].(string) }, false},
+	}
+	plants := []struct {
+		name  string
+		plant func(env *testEnv, secret string)
+	}{
+		{"log line", func(env *testEnv, secret string) { env.b.Logger().Info("something", "value", secret) }},
+		{"error", func(env *testEnv, secret string) { env.recordForLeakCheck(nil, errors.New("failed: "+secret)) }},
+		{"response", func(env *testEnv, secret string) {
+			env.recordForLeakCheck(&logical.Response{Data: map[string]interface{}{"field": secret}}, nil)
+		}},
+	}
+	for _, s := range secrets {
+		for _, p := range plants {
+			t.Run(s.name+" in a "+p.name, func(t *testing.T) {
+				env := newTestEnv(t)
+				// The refresh token is never sent back to IRIS: the check
+				// must know it from what the emulator issued.
+				env.writeConfig("demo", demoUser, nil)
+				env.writeConfig("other", demoUser, other)
+				require.Empty(t, env.leaks(demoUser), "clean before planting")
+				p.plant(env, s.get(env))
+				if s.inResponse && p.name == "response" {
+					require.Empty(t, env.leaks(demoUser))
+					return
+				}
+				require.NotEmpty(t, env.leaks(demoUser))
+			})
+		}
 	}
 }

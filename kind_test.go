@@ -130,12 +130,12 @@ func TestKindsRefuseWhatDoesNotApply(t *testing.T) {
 		want string
 	}{
 		{"username on a key", base(map[string]interface{}{"username": "u"}), "username does not apply to kind api_key"},
-		{"password on a key", base(map[string]interface{}{"password": "p"}), "password does not apply to kind api_key"},
+		{"password on a key", base(map[string]interface{}{"password": "pw-for-a-key-never-shown"}), "password does not apply to kind api_key"},
 		{"renewable leases on a key", base(map[string]interface{}{"renewable_leases": true}), "renewable_leases does not apply to kind api_key"},
 		{"account_id on a key", base(map[string]interface{}{"account_id": "a"}), "account_id does not apply to kind api_key"},
 		{"no scopes on a key", base(map[string]interface{}{"scopes": ""}), "scopes must name the scopes to request"},
 		{"unknown kind", base(map[string]interface{}{"kind": "robot"}), "kind must be one of api_key, api_user, app"},
-		{"wrong secret", base(map[string]interface{}{"client_secret": "wrong"}), "wrong client ID or client secret"},
+		{"wrong secret", base(map[string]interface{}{"client_secret": "wrong-key-secret-never-shown"}), "wrong client ID or client secret"},
 		{"disallowed scope", base(map[string]interface{}{"scopes": "iris.assets.read,iris.admin"}),
 			"IRIS refused the scopes asked for (iris.assets.read iris.admin): an API key may request only the scopes allowed in Trackunit's API Keys app"},
 	}

@@ -213,9 +213,9 @@ func TestConfigVerification(t *testing.T) {
 		wantHint   string
 		wantStatus int
 	}{
-		{"wrong password", map[string]interface{}{"password": "wrong"}, "invalid_grant", "wrong username or password", http.StatusBadRequest},
+		{"wrong password", map[string]interface{}{"password": "wrong-password-never-shown"}, "invalid_grant", "wrong username or password", http.StatusBadRequest},
 		{"wrong username", map[string]interface{}{"username": "nobody"}, "invalid_grant", "wrong username or password", http.StatusBadRequest},
-		{"wrong client secret", map[string]interface{}{"client_secret": "wrong"}, "invalid_client", "wrong client ID or client secret", http.StatusBadRequest},
+		{"wrong client secret", map[string]interface{}{"client_secret": "wrong-secret-never-shown"}, "invalid_client", "wrong client ID or client secret", http.StatusBadRequest},
 		{"unknown scope", map[string]interface{}{"scopes": "api,admin"}, "invalid_scope", "scopes", http.StatusBadRequest},
 	}
 	for _, tc := range cases {

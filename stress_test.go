@@ -377,6 +377,10 @@ func assertNoSecretsScan(t *testing.T, env *testEnv, users ...iristest.User) {
 			require.NotContains(t, shown, secret)
 		}
 	}
+	for _, secret := range env.writtenSecrets() {
+		require.NotContains(t, logs, secret)
+		require.NotContains(t, shown, secret)
+	}
 	for _, match := range emulatorToken.FindAllString(logs, -1) {
 		require.False(t, env.iris.IsRefreshToken(match) || env.iris.IsAccessToken(match), "a token in the logs: %s", match)
 	}
