@@ -174,3 +174,62 @@ func TestKeyRefusedIsHeld(t *testing.T) {
 	}
 	require.Equal(t, 1, env.iris.Stats().Rejected, "one refused attempt, then the hold")
 }
+
+// A refresh token that an API key's or app's grant returns, against the
+// protocol, is ignored: never stored, sent, revoked or shown.
+func TestClientCredentialsRefreshTokenIsIgnored(t *testing.T) {
+	cases := []struct {
+		kind  string
+		write func(env *testEnv)
+	}{
+		{"api_key", func(env *testEnv) {
+			env.writeKey("x", map[string]interface{}{"revocation_url": env.iris.RevocationURL, "client_secret": demoKey.ClientSecret})
+		}},
+		{"app", func(env *testEnv) {
+			env.writeApp("x")
+			env.mustRequest(logical.UpdateOperation, "config/x", map[string]interface{}{"revocation_url": env.iris.RevocationURL, "client_secret": demoApp.ClientSecret})
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.kind, func(t *testing.T) {
+			env := newKindsEnv(t)
+			env.iris.SetClientCredentialsRefreshTokens(true)
+			tc.write(env)
+			env.readToken("x")
+			env.readCreds("x")
+			env.clock.Advance(time.Hour) // the shared token is due
+			env.readToken("x")
+			env.periodic()
+			env.mustRequest(logical.DeleteOperation, "config/x", nil)
+
+			issuedRefresh := 0
+			for _, is := range env.iris.Issued() {
+				if is.RefreshToken != "" {
+					issuedRefresh++
+				}
+			}
+			require.Positive(t, issuedRefresh, "the emulator returned refresh tokens")
+			require.Nil(t, env.storedSession("x"))
+			for _, r := range env.iris.Requests() {
+				require.Empty(t, r.RefreshToken, "a refresh token was sent")
+				require.Equal(t, "client_credentials", r.GrantType)
+			}
+			require.Zero(t, env.iris.Stats().Revocations, "nothing to revoke: no refresh token was kept")
+			env.assertNoSecrets()
+		})
+	}
+}
+
+// While stored, the session of a client-credentials kind holds no refresh
+// token either.
+func TestClientCredentialsSessionHoldsNoRefreshToken(t *testing.T) {
+	env := newKindsEnv(t)
+	env.iris.SetClientCredentialsRefreshTokens(true)
+	env.writeKey("x", nil)
+	env.readToken("x")
+	sess := env.storedSession("x")
+	require.NotNil(t, sess)
+	require.Empty(t, sess.RefreshToken)
+	resp := env.readCreds("x")
+	require.Empty(t, internalString(resp.Secret, internalRefreshToken))
+}

@@ -239,7 +239,8 @@ func echoPattern(secret string) *regexp.Regexp {
 			fmt.Fprintf(&b, "%%(?:25)?(?i:%02x)", c)
 		}
 		if r == ' ' {
-			b.WriteString(`|\+`)
+			// '+', and '+' form-encoded once more.
+			b.WriteString(`|\+|%(?i:2b)`)
 		}
 		if esc, ok := jsonShortEscapes[r]; ok {
 			b.WriteString("|" + esc)
