@@ -3,6 +3,7 @@ package iris
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"net/http"
 	"sync"
@@ -113,7 +114,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 	began := time.Now()
 	names, err := req.Storage.List(ctx, sessionStoragePrefix)
 	if err != nil {
-		return err
+		return fmt.Errorf("listing the shared tokens to refresh: %w", err)
 	}
 	limit, err := b.maxBackgroundGrants(ctx, req.Storage)
 	if err != nil {

@@ -163,7 +163,9 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	if refreshToken != "" {
 		fresh, err := b.claimRefreshToken(ctx, req.Storage, refreshToken)
 		if err != nil {
-			return nil, err
+			// Nothing was sent: the lease keeps its refresh token for the
+			// next renewal.
+			return nil, fmt.Errorf("lease of API user %q was not renewed: recording its refresh token as spent failed: %w", ref.name, err)
 		}
 		if !fresh {
 			// An earlier renewal sent it and then failed: it may be spent.
