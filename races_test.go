@@ -160,6 +160,8 @@ func TestCleanEndsBackgroundGrants(t *testing.T) {
 	// Nothing the mount does afterwards reaches storage.
 	env.iris.SetFault(nil)
 	_, _ = env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "token/demo", Storage: storage, MountPoint: testMount})
+	_, err := env.request(logical.UpdateOperation, "config/demo", map[string]interface{}{"ttl": "30m", "verify": false})
+	require.ErrorContains(t, err, "nothing was stored")
 	require.Equal(t, writes, storage.writesSoFar(), "a storage write after Clean returned")
 	require.Zero(t, env.iris.Stats().RefreshReuse)
 }
