@@ -46,5 +46,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		b.Logger().Warn("could not obtain a token", "name", ref.name, "error", err)
 		return nil, upstreamResponseError(ref, err)
 	}
-	return b.leaseAccessToken(ref, cfg, tok)
+	resp, err := b.leaseAccessToken(ref, cfg, tok)
+	if err != nil && cfg.RenewableLeases {
+		b.abandonRefreshToken(ctx, ref.name, cfg, tok.RefreshToken, "a token was not handed out", err)
+	}
+	return resp, err
 }

@@ -165,3 +165,23 @@ func TestCleanEndsBackgroundGrants(t *testing.T) {
 	require.Equal(t, writes, storage.writesSoFar(), "a storage write after Clean returned")
 	require.Zero(t, env.iris.Stats().RefreshReuse)
 }
+
+// A renewable lease's token that is not handed out (it expires within the
+// lease margin) has its refresh token revoked: no caller holds it.
+func TestTokenNotHandedOutHasItsRefreshTokenRevoked(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, map[string]interface{}{"revocation_url": env.iris.RevocationURL, "renewable_leases": true})
+	lease := issued(env.readCreds("demo"), time.Now())
+	env.iris.SetTokenLifetime(time.Second)
+
+	_, err := env.request(logical.ReadOperation, "creds/demo", nil)
+	require.ErrorContains(t, err, "expires within the lease margin")
+	_, err = env.renew(lease, 0)
+	require.ErrorContains(t, err, "expires within the lease margin")
+
+	// Only the session's is live: those the failed read and renewal
+	// obtained were revoked, and the lease's was spent by its renewal.
+	require.Equal(t, env.heldRefreshTokens([]string{"demo"}), env.iris.LiveRefreshTokens(demoUser.Username))
+	require.Zero(t, env.iris.Stats().RefreshReuse)
+	env.assertNoSecrets(demoUser)
+}

@@ -186,6 +186,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	now := b.now()
 	tokenTTL, err := leaseTTL(ref, tok, now)
 	if err != nil {
+		b.abandonRefreshToken(ctx, ref.name, cfg, tok.RefreshToken, "a renewal's token was not handed out", err)
 		return nil, err
 	}
 
