@@ -290,7 +290,7 @@ func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *
 	if old == nil || cfg == nil || old.Generation != cfg.Generation {
 		return
 	}
-	b.revokeAtIRIS(ctx, name, cfg, old.RefreshToken, "refresh_token")
+	b.abandonRefreshToken(ctx, name, cfg, old.RefreshToken, "the shared token was replaced or dropped", nil)
 }
 
 // abandonRefreshToken lets go of a refresh token nobody will hold: one
@@ -305,15 +305,20 @@ func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *api
 	}
 	var stale *staleSessionError
 	log := b.Logger().Warn
-	if errors.As(cause, &stale) {
-		// A write racing a grant is ordinary; it is worth a line, not an alarm.
+	if cause == nil || errors.As(cause, &stale) {
+		// A write replacing or racing a grant is ordinary; it is worth a
+		// line, not an alarm.
 		log = b.Logger().Info
 	}
+	args := []interface{}{"name", name}
+	if cause != nil {
+		args = append(args, "error", cause)
+	}
 	if cfg.RevocationURL == "" {
-		log(why+"; its refresh token is left to expire at IRIS (no revocation_url)", "name", name, "error", cause)
+		log(why+"; its refresh token is left to expire at IRIS (no revocation_url)", args...)
 		return
 	}
-	log(why+"; revoking its refresh token at IRIS", "name", name, "error", cause)
+	log(why+"; revoking its refresh token at IRIS", args...)
 	// Not tied to the caller: a grant cancelled by Clean still revokes what
 	// it obtained, within the revocation timeout.
 	b.revokeAtIRIS(context.WithoutCancel(ctx), name, cfg, refreshToken, "refresh_token")
