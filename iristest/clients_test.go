@@ -314,3 +314,24 @@ func TestClientIDsAreUniqueAcrossKinds(t *testing.T) {
 	s.AddAPIKey(testKey)
 	s.AddAPIKey(APIKey{ClientID: testKey.ClientID, ClientSecret: "new"})
 }
+
+// On request, client credentials answers carry a refresh token, which is
+// on record like any other and usable nowhere.
+func TestClientCredentialsRefreshTokensOnRequest(t *testing.T) {
+	s := newCredentialServer(t)
+	res := post(t, s.TokenV2URL, "", keyForm("assets:read"))
+	if res.str("refresh_token") != "" {
+		t.Fatalf("a refresh token without the switch: %v", res)
+	}
+	s.SetClientCredentialsRefreshTokens(true)
+	for _, tc := range []struct{ url, body string }{{s.TokenV2URL, keyForm("assets:read")}, {s.AppTokenURL, appForm("asset.read")}} {
+		res := post(t, tc.url, "", tc.body)
+		rt := res.str("refresh_token")
+		if rt == "" || !s.IsRefreshToken(rt) {
+			t.Fatalf("no refresh token on record from %s: %v", tc.url, res)
+		}
+		// /token serves API users only: the token is no use there.
+		got := post(t, s.TokenURL, basic(testKey.ClientID, testKey.ClientSecret), form("grant_type", "refresh_token", "refresh_token", rt))
+		wantOAuthError(t, got, http.StatusUnauthorized, "invalid_client")
+	}
+}
