@@ -14,29 +14,56 @@ import (
 
 var refusedPassword = &irisauth.Error{Kind: irisauth.KindRejected, Grant: irisauth.GrantPassword, Code: "invalid_grant", Status: 400}
 
+// holdConfig is a config as the book sees it: an API user at a token URL.
+func holdConfig(name, username, generation string) *apiUserConfig {
+	return &apiUserConfig{Kind: kindAPIUser, ClientID: "0oa-client", Username: username, TokenURL: "https://iris.example/token",
+		Generation: generation, RequestTimeout: time.Second}
+}
+
+// gone is a context already done: admit answers it at once where it would
+// wait.
+func gone() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
 func TestHoldDoublesUpToItsMaximumAndAdmitsOneAttempt(t *testing.T) {
 	clock := newTestClock()
 	gb := newGrantBook(clock.Now)
-	require.NoError(t, gb.admit("demo", "g1"))
-	gb.record("demo", "g1", irisauth.GrantPassword, refusedPassword)
+	cfg := holdConfig("demo", "user", "g1")
+	tk, err := gb.admit(context.Background(), "demo", cfg, irisauth.GrantPassword)
+	require.NoError(t, err)
+	gb.record(tk, "demo", cfg, irisauth.GrantPassword, refusedPassword)
 
 	want := minCredentialHold
 	for range 8 {
 		var held *heldError
-		require.True(t, errors.As(gb.admit("demo", "g1"), &held))
+		_, err := gb.admit(context.Background(), "demo", cfg, irisauth.GrantPassword)
+		require.True(t, errors.As(err, &held))
 		require.Equal(t, clock.Now().Add(want), held.until)
 		require.ErrorIs(t, held, refusedPassword, "a held read answers with the refusal")
 
 		clock.Advance(want)
-		require.NoError(t, gb.admit("demo", "g1"), "one attempt once the hold ran out")
-		require.Error(t, gb.admit("demo", "g1"), "and only one")
-		gb.record("demo", "g1", irisauth.GrantPassword, refusedPassword)
+		tk, err := gb.admit(context.Background(), "demo", cfg, irisauth.GrantPassword)
+		require.NoError(t, err, "one attempt once the hold ran out")
+		_, err = gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
+		require.ErrorIs(t, err, context.Canceled, "and only one: the next waits for it")
+		gb.record(tk, "demo", cfg, irisauth.GrantPassword, refusedPassword)
 		want = min(2*want, maxCredentialHold)
 	}
 	require.Equal(t, maxCredentialHold, want)
 
-	gb.endHold("demo")
-	require.NoError(t, gb.admit("demo", "g1"), "a config write ends the hold")
+	gb.configWritten("demo", cfg, false)
+	tk, err = gb.admit(context.Background(), "demo", cfg, irisauth.GrantPassword)
+	require.NoError(t, err, "a config write ends the hold")
+	_, err = gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
+	require.ErrorIs(t, err, context.Canceled, "but its first attempt is alone")
+	gb.record(tk, "demo", cfg, irisauth.GrantPassword, nil)
+	for range 3 {
+		_, err = gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
+		require.NoError(t, err, "once one succeeded, grants run concurrently")
+	}
 }
 
 func TestOnlyCredentialRefusalsHold(t *testing.T) {
@@ -50,11 +77,19 @@ func TestOnlyCredentialRefusalsHold(t *testing.T) {
 		{irisauth.GrantRefreshToken, &irisauth.Error{Kind: irisauth.KindRejected, Grant: irisauth.GrantRefreshToken, Code: "invalid_client"}, true},
 		{irisauth.GrantPassword, &irisauth.Error{Kind: irisauth.KindUnavailable, Grant: irisauth.GrantPassword, Status: 503}, false},
 		{irisauth.GrantPassword, &irisauth.Error{Kind: irisauth.KindRejected, Grant: irisauth.GrantPassword, Code: "invalid_scope"}, false},
+		{irisauth.GrantPassword, &irisauth.Error{Kind: irisauth.KindRejected, Grant: irisauth.GrantPassword, Status: 401}, true},
+		{irisauth.GrantRefreshToken, &irisauth.Error{Kind: irisauth.KindRejected, Grant: irisauth.GrantRefreshToken, Status: 403}, true},
+		{irisauth.GrantClientCredentials, &irisauth.Error{Kind: irisauth.KindBadResponse, Grant: irisauth.GrantClientCredentials, Status: 404}, false},
 	}
 	for _, tc := range cases {
 		gb := newGrantBook(newTestClock().Now)
-		gb.record("demo", "g1", tc.grant, tc.err)
-		require.Equal(t, tc.holds, gb.admit("demo", "g1") != nil, "%v", tc.err)
+		cfg := holdConfig("demo", "user", "g1")
+		tk, err := gb.admit(context.Background(), "demo", cfg, tc.grant)
+		require.NoError(t, err)
+		gb.record(tk, "demo", cfg, tc.grant, tc.err)
+		_, err = gb.admit(context.Background(), "demo", cfg, irisauth.GrantPassword)
+		var held *heldError
+		require.Equal(t, tc.holds, errors.As(err, &held), "%v", tc.err)
 	}
 }
 
@@ -109,7 +144,9 @@ func TestRefusedRefreshTokenFallsBackWithoutHold(t *testing.T) {
 	resp := env.readToken("demo")
 	require.Empty(t, resp.Warnings)
 	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
-	require.True(t, env.b.grants.report("demo", env.storedSession("demo").Generation).HeldUntil.IsZero())
+	cfg, err := env.b.config(context.Background(), env.storage, "demo")
+	require.NoError(t, err)
+	require.True(t, env.b.grants.report("demo", cfg).HeldUntil.IsZero())
 }
 
 func TestReplicatedConfigWriteEndsTheHold(t *testing.T) {
