@@ -43,6 +43,8 @@ const (
 // nameHealth is the runtime record of one config name, for the config
 // generation it was last written with; status/ shows its counters.
 type nameHealth struct {
+	// generation is empty after a write elsewhere: which config is
+	// current is not known here, and every caller counts as current.
 	generation string
 	identity   string
 
@@ -128,15 +130,23 @@ func (gb *grantBook) upstreamLocked(key string) *upstreamHealth {
 }
 
 // nameLocked returns the name's record, starting one for cfg when the
-// book has none (since the start, a delete, or a write elsewhere).
+// book has none (since the start or a delete).
 func (gb *grantBook) nameLocked(name string, cfg *apiUserConfig) *nameHealth {
 	n := gb.byName[name]
 	if n == nil {
 		n = &nameHealth{generation: cfg.Generation}
 		gb.byName[name] = n
+	}
+	if n.identity == "" || n.generation == "" {
 		gb.moveLocked(name, n, upstreamIdentity(cfg))
 	}
 	return n
+}
+
+// isCurrent reports whether cfg is the config the book last saw written
+// under the name.
+func (n *nameHealth) isCurrent(cfg *apiUserConfig) bool {
+	return n.generation == "" || n.generation == cfg.Generation
 }
 
 // moveLocked files the name under identity key.
@@ -217,7 +227,7 @@ func (gb *grantBook) admit(ctx context.Context, name string, cfg *apiUserConfig,
 			gb.mu.Unlock()
 			return ticket{}, &heldError{refusal: u.refusal, until: u.heldUntil, now: now}
 		}
-		t := ticket{identity: key, epoch: u.epoch, current: n.generation == cfg.Generation}
+		t := ticket{identity: key, epoch: u.epoch, current: n.isCurrent(cfg)}
 		logIn := grant != irisauth.GrantRefreshToken
 		proven := u.refusal == nil && t.current && u.proven[cfg.Generation]
 		if proven || (!logIn && u.attempt == nil) {
@@ -271,7 +281,7 @@ func (gb *grantBook) record(t ticket, name string, cfg *apiUserConfig, grant iri
 	now := gb.now()
 	if n := gb.byName[name]; n != nil {
 		n.recentGrants = append(pruneBefore(n.recentGrants, now.Add(-grantWindow)), now)
-		if n.generation == cfg.Generation {
+		if n.isCurrent(cfg) {
 			n.noteOutcome(now, grant, err)
 		}
 	}
@@ -381,7 +391,9 @@ func (gb *grantBook) configWritten(name string, cfg *apiUserConfig, verified boo
 
 // configChanged follows a config written elsewhere (replicated storage):
 // what it holds is not known here, so its identity's hold ends, the
-// identity is unproven, and the name starts afresh with its next grant.
+// identity is unproven, and the name's counters start afresh. Until the
+// next local write every caller of the name counts as current: a hold
+// started by a straggler is safe, a config never proven is not.
 func (gb *grantBook) configChanged(name string) {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
@@ -394,8 +406,7 @@ func (gb *grantBook) configChanged(name string) {
 		u.refusal, u.heldUntil, u.holdLength = nil, time.Time{}, 0
 		clear(u.proven)
 	}
-	gb.leaveLocked(name, n.identity)
-	delete(gb.byName, name)
+	gb.byName[name] = &nameHealth{identity: n.identity}
 }
 
 // forget drops a name's record, when its config is deleted. The identity's
@@ -446,7 +457,7 @@ func (gb *grantBook) report(name string, cfg *apiUserConfig) grantReport {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
 	var r grantReport
-	if n := gb.byName[name]; n != nil && n.generation == cfg.Generation {
+	if n := gb.byName[name]; n != nil && n.isCurrent(cfg) {
 		r = grantReport{
 			LastSuccess:         n.lastSuccess,
 			LastSuccessGrant:    n.lastSuccessGrant,

@@ -454,3 +454,24 @@ func TestUpstreamIdentity(t *testing.T) {
 	require.Equal(t, upstreamIdentity(key), upstreamIdentity(with(func(c *apiUserConfig) { c.Kind = kindAPIKey })),
 		"a key's identity has no user")
 }
+
+// A config written elsewhere ends the hold as a local write does, and its
+// first attempt is alone too, whichever config the caller holds.
+func TestConfigWrittenElsewhereIsUnproven(t *testing.T) {
+	gb := newGrantBook(newTestClock().Now)
+	cfg := holdConfig("demo", "user", "g1")
+	gb.configWritten("demo", cfg, true)
+	_, err := gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
+	require.NoError(t, err, "verified: proven")
+
+	gb.configChanged("demo")
+	replicated := holdConfig("demo", "user", "g2")
+	tk, err := gb.admit(context.Background(), "demo", replicated, irisauth.GrantPassword)
+	require.NoError(t, err)
+	_, err = gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
+	require.ErrorIs(t, err, context.Canceled, "one attempt at a time")
+	gb.record(tk, "demo", replicated, irisauth.GrantPassword, refusedPassword)
+	_, err = gb.admit(context.Background(), "demo", replicated, irisauth.GrantPassword)
+	var held *heldError
+	require.ErrorAs(t, err, &held, "its refusal holds")
+}
