@@ -36,13 +36,14 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 
 // verify checks credentials about to be stored with one grant. It is not
 // held back: an operator writing the config is the one who can fix what
-// IRIS refused, and a write ends any hold anyway. It counts as the
-// identity's attempt all the same: a refusal starts a hold, and grants of
-// other names sharing the identity wait for it while it is unproven.
+// IRIS refused, and a stored write ends any hold anyway. While the identity
+// is unproven it is the identity's one attempt all the same: other grants
+// wait for it. A refusal holds nothing, since the refused credentials are
+// not stored.
 func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
 	t := b.grants.admitVerify(cfg)
 	res, err := b.client.Exchange(ctx, cfg.logInGrant(true))
-	b.grants.recordVerify(t, cfg, err)
+	b.grants.verifyDone(t, cfg)
 	return res.Token, err
 }
 

@@ -260,7 +260,8 @@ func (gb *grantBook) admit(ctx context.Context, name string, cfg *apiUserConfig,
 // admitVerify lets the verifying grant of a config write through: it is
 // never held, since the operator writing the config is the one who can fix
 // what IRIS refused, but while the identity is unproven and no attempt is in
-// flight it is the attempt, and other grants wait for it.
+// flight it is the attempt, and other grants wait for it: a burst does not
+// run alongside it.
 func (gb *grantBook) admitVerify(cfg *apiUserConfig) ticket {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
@@ -288,15 +289,15 @@ func (gb *grantBook) record(t ticket, name string, cfg *apiUserConfig, grant iri
 	gb.settleLocked(t, cfg, grant, err)
 }
 
-// recordVerify notes the outcome of a verifying grant: a refusal holds the
-// identity back like any other; a success counts once the config is stored
-// (configWritten).
-func (gb *grantBook) recordVerify(t ticket, cfg *apiUserConfig, err error) {
+// verifyDone ends a verifying grant's attempt. Its outcome is not the
+// stored config's: a refusal of credentials that were never stored holds
+// nothing (the stored ones may well be right), and a success counts once
+// the config is stored (configWritten).
+func (gb *grantBook) verifyDone(t ticket, cfg *apiUserConfig) {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
-	// A success proves nothing until the config is stored.
-	t.current = err != nil
-	gb.settleLocked(t, cfg, cfg.logInGrant(true).Type, err)
+	t.current = false
+	gb.settleLocked(t, cfg, cfg.logInGrant(true).Type, nil)
 }
 
 // settleLocked ends the ticket's attempt and applies its outcome to the

@@ -396,9 +396,9 @@ func TestHoldAcrossAConfigWrite(t *testing.T) {
 		require.Equal(t, 2, env.iris.RefusedAttempts(demoUser.Username))
 		require.False(t, env.iris.Locked(demoUser.Username))
 	})
-	// The verifying grant of a write is never held, but it is the
-	// identity's attempt: a refusal starts the hold anew, a success ends it
-	// for every name.
+	// The verifying grant of a write is never held; a refusal of it holds
+	// nothing, since what IRIS refused was not stored; a success ends the
+	// hold for every name.
 	t.Run("verifying grant", func(t *testing.T) {
 		env := newTestEnv(t)
 		env.writeConfig("a", demoUser, nil)
@@ -414,12 +414,24 @@ func TestHoldAcrossAConfigWrite(t *testing.T) {
 		require.NoError(t, err)
 		require.ErrorContains(t, resp.Error(), "credentials not stored")
 		require.Equal(t, 2, env.iris.RefusedAttempts(demoUser.Username), "the write's grant was sent despite the hold")
-		later := env.mustRequest(logical.ReadOperation, "status/a", nil).Data["grants_held_until"]
-		require.Greater(t, later, heldUntil, "and its refusal doubled the hold")
+		require.Equal(t, heldUntil, env.mustRequest(logical.ReadOperation, "status/a", nil).Data["grants_held_until"],
+			"and left the hold as it was")
 
 		env.mustRequest(logical.UpdateOperation, "config/b", map[string]interface{}{"password": "changed-in-manager"})
 		require.Empty(t, env.mustRequest(logical.ReadOperation, "status/a", nil).Data["grants_held_until"])
 		env.readCreds("b")
+	})
+
+	// A refused verifying grant does not hold the stored config, whose
+	// credentials may well be right.
+	t.Run("refused write", func(t *testing.T) {
+		env := newTestEnv(t)
+		env.writeConfig("demo", demoUser, nil)
+		resp, err := env.request(logical.UpdateOperation, "config/demo", map[string]interface{}{"password": "mistyped"})
+		require.NoError(t, err)
+		require.ErrorContains(t, resp.Error(), "credentials not stored")
+		require.Empty(t, env.mustRequest(logical.ReadOperation, "status/demo", nil).Data["grants_held_until"])
+		env.readCreds("demo")
 	})
 }
 
