@@ -338,11 +338,8 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 			return fmt.Errorf("API user %q: nothing was stored: %w", name, err)
 		}
 	}
-	b.grants.endHold(name)
-	if verified != nil {
-		// status/ counts the verifying grant like any other.
-		b.grants.record(name, cfg.Generation, cfg.logInGrant(true).Type, nil)
-	}
+	// status/ counts the verifying grant like any other.
+	b.grants.configWritten(name, cfg, verified != nil)
 	b.revokeAbandonedSession(ctx, name, existing, abandoned)
 	return nil
 }

@@ -249,7 +249,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.configs.forget(name)
 		b.sessions.forget(name)
 		// A config written elsewhere ends a hold as a local write does.
-		b.grants.endHold(name)
+		b.grants.configChanged(name)
 	}
 	if name, ok := strings.CutPrefix(key, sessionStoragePrefix); ok {
 		b.sessions.forget(name)

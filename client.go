@@ -22,12 +22,13 @@ func newIRISClient(logger hclog.Logger) *irisauth.Client {
 // grant sends g for the API user unless its credentials are held back, and
 // records the outcome.
 func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, g irisauth.Grant) (irisauth.Result, error) {
-	if err := b.grants.admit(ref.name, cfg.Generation); err != nil {
+	t, err := b.grants.admit(ctx, ref.name, cfg, g.Type)
+	if err != nil {
 		return irisauth.Result{}, err
 	}
 	res, err := b.client.Exchange(ctx, g)
 	dropForeignRefreshToken(cfg, res.Token)
-	b.grants.record(ref.name, cfg.Generation, g.Type, err)
+	b.grants.record(t, ref.name, cfg, g.Type, err)
 	if err != nil && refusesCredentials(g.Type, err) {
 		b.Logger().Warn("IRIS refused the API user's credentials; holding further grants back", "name", ref.name, "error", err)
 	}
@@ -36,10 +37,15 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 
 // verify checks credentials about to be stored with one grant. It is not
 // held back: an operator writing the config is the one who can fix what
-// IRIS refused, and a write ends any hold anyway.
+// IRIS refused, and a stored write ends any hold anyway. While the identity
+// is unproven it is the identity's one attempt all the same: other grants
+// wait for it. A refusal holds nothing, since the refused credentials are
+// not stored.
 func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
+	t := b.grants.admitVerify(cfg)
 	res, err := b.client.Exchange(ctx, cfg.logInGrant(true))
 	dropForeignRefreshToken(cfg, res.Token)
+	b.grants.verifyDone(t, cfg)
 	return res.Token, err
 }
 
@@ -95,7 +101,7 @@ func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserCon
 	}
 	err := b.client.Revoke(ctx, cfg.endpoint(), cfg.RevocationURL, token, tokenTypeHint, cfg.revocationTimeout())
 	if err != nil {
-		b.grants.revocationFailed(name, cfg.Generation, err)
+		b.grants.revocationFailed(name, cfg, err)
 		b.Logger().Warn("best-effort revocation at IRIS failed", "name", name, "error", err)
 	}
 }

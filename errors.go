@@ -25,7 +25,11 @@ func upstreamResponseError(ref apiUserRef, err error) error {
 // or is unavailable (retry later), 504 when it did not answer in time.
 func upstreamStatus(err error) int {
 	var irisErr *irisauth.Error
-	if !errors.As(err, &irisErr) {
+	var pending *attemptPendingError
+	switch {
+	case errors.As(err, &pending):
+		return http.StatusServiceUnavailable
+	case !errors.As(err, &irisErr):
 		return http.StatusInternalServerError
 	}
 	switch irisErr.Kind {
@@ -56,6 +60,8 @@ func upstreamHint(ref apiUserRef, err error) string {
 	switch irisErr.Kind {
 	case irisauth.KindRejected:
 		switch irisErr.Code {
+		case "":
+			return fmt.Sprintf("IRIS turned the client away without saying why: the client ID or client secret may be wrong, or token_url may not be IRIS's token endpoint; check them at %s", ref.configPath())
 		case "invalid_grant":
 			if irisErr.Grant == irisauth.GrantRefreshToken {
 				return "the refresh token was refused"

@@ -20,6 +20,7 @@ const (
 	keyLastFailure         = "last_failure"
 	keyConsecutiveFailures = "consecutive_failures"
 	keyGrantsHeldUntil     = "grants_held_until"
+	keyGrantsHeldBecause   = "grants_held_because"
 	keyGrantsLastHour      = "grants_last_hour"
 )
 
@@ -45,14 +46,20 @@ secret and no token in it:
   token_expires_at      stops accepting it, and when the engine replaces it
   token_replaced_at
   refresh_token_held    whether a refresh token is held (never the token)
-  last_success_at       the last successful grant and its grant type
-  last_success_grant
-  last_failure_at       the last failed grant and why, as errors show it
-  last_failure
-  consecutive_failures  failed grants since the last success
+  last_success_at       the last successful grant of this name and its
+  last_success_grant    grant type
+  last_failure_at       the last failed grant of this name and why, as
+  last_failure          errors show it
+  consecutive_failures  failed grants of this name since its last success
   grants_held_until     while IRIS's refusal of the credentials holds new
                         grants back: when the next attempt may be made
-  grants_last_hour      grants sent to IRIS in the last hour
+  grants_held_because   and the refusal that started the hold
+  grants_last_hour      grants of this name sent to IRIS in the last hour
+
+A hold is kept per upstream identity (the token URL's host, the client ID
+and the username), so the two grants_held_ fields show on every name that
+shares the identity, whichever name's grant IRIS refused; the other grant
+fields count the grants of this name only.
 
 The token fields come from storage and survive a restart; the grant fields
 are counted in memory by the node serving the mount, and start afresh when
@@ -72,7 +79,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 	if sess != nil && sess.Generation != cfg.Generation {
 		sess = nil
 	}
-	grants := b.grants.report(ref.name, cfg.Generation)
+	grants := b.grants.report(ref.name, cfg)
 	data := map[string]interface{}{
 		keyKind:                cfg.kind().name,
 		keyTokenHeld:           sess != nil,
@@ -86,6 +93,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 		keyLastFailure:         grants.LastFailureReason,
 		keyConsecutiveFailures: grants.ConsecutiveFailures,
 		keyGrantsHeldUntil:     timestamp(grants.HeldUntil),
+		keyGrantsHeldBecause:   grants.HeldBecause,
 		keyGrantsLastHour:      grants.GrantsLastHour,
 	}
 	if sess != nil {

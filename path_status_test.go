@@ -22,6 +22,7 @@ func TestStatusShowsHealthWithoutSecrets(t *testing.T) {
 	require.NotEmpty(t, status["token_replaced_at"])
 	require.Equal(t, 0, status["consecutive_failures"])
 	require.Empty(t, status["grants_held_until"])
+	require.Empty(t, status["grants_held_because"])
 	require.Equal(t, "password", status["last_success_grant"], "the verifying grant counts")
 	require.NotEmpty(t, status["last_success_at"])
 
@@ -32,6 +33,7 @@ func TestStatusShowsHealthWithoutSecrets(t *testing.T) {
 	require.Equal(t, 1, status["consecutive_failures"])
 	require.Contains(t, status["last_failure"], "invalid_grant")
 	require.Equal(t, env.clock.Now().Add(minCredentialHold).UTC().Format(time.RFC3339), status["grants_held_until"])
+	require.Equal(t, status["last_failure"], status["grants_held_because"])
 	require.Equal(t, 2, status["grants_last_hour"], "the verifying grant and the refused one")
 
 	whole, err := json.Marshal(status)

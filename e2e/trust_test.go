@@ -302,6 +302,7 @@ type statusData struct {
 	LastFailure         string `json:"last_failure"`
 	ConsecutiveFailures int    `json:"consecutive_failures"`
 	GrantsHeldUntil     string `json:"grants_held_until"`
+	GrantsHeldBecause   string `json:"grants_held_because"`
 	GrantsLastHour      int    `json:"grants_last_hour"`
 }
 
@@ -614,4 +615,77 @@ func TestCredentialHold(t *testing.T) {
 	assert.Empty(t, st.GrantsHeldUntil)
 	v.mustCLI(t, "lease", "revoke", lt.LeaseID)
 	v.waitLeaseGone(t, lt.LeaseID)
+}
+
+// TestConcurrentHold changes the API user's password in Trackunit Manager
+// (the emulator, answering in 200 ms and locking after 5 consecutive
+// refusals), restarts the plugin so that nothing is proven, and then sends
+// 8 creds/ reads, 8 token/ reads of a second name of the same API user
+// (which holds no token yet) and 8 lease renewals at once: IRIS sees one
+// refused password grant, the others wait for it and answer with the hold,
+// and the user is not locked.
+func TestConcurrentHold(t *testing.T) {
+	t.Parallel()
+	const burst = 8
+	rec := newRecorder()
+	v := startDevVault(t, rec)
+	t.Cleanup(func() { v.finish(t) })
+	em := newEmulator(t, rec, time.Hour)
+	em.SetLockoutThreshold(5)
+	v.writeConfig(t, "burst", em, "renewable_leases=true")
+	v.writeConfig(t, "burst-token", em, "verify=false")
+	leases := make([]string, burst)
+	for i := range leases {
+		leases[i] = v.readCreds(t, "burst").LeaseID
+	}
+
+	newPassword := "pw+&%~" + randomHex(20)
+	rec.addSecret("new password", newPassword)
+	em.SetPassword(em.User.Username, newPassword)
+	em.RevokeAll(em.User.Username)
+	// The API rather than `vault plugin reload`, whose flags OpenBao's CLI
+	// spells otherwise.
+	v.mustCLI(t, "write", "sys/plugins/reload/backend", "plugin="+pluginName)
+	em.SetLatency(200 * time.Millisecond)
+
+	var paths []string
+	for range burst {
+		paths = append(paths, mountPath+"/creds/burst", mountPath+"/token/burst-token")
+	}
+	renewErrs := make([]error, burst)
+	var wg sync.WaitGroup
+	for i, id := range leases {
+		wg.Go(func() { _, renewErrs[i] = v.api().Sys().Renew(id, 0) })
+	}
+	reads := collect(v.timedReads(paths...))
+	wg.Wait()
+
+	refused := em.RefusedAttempts(em.User.Username)
+	t.Logf("%d refused attempts at IRIS, %d password grants", refused, len(em.requestsOf("password")))
+	assert.Equal(t, 1, refused, "the grants did not wait for the one attempt")
+	assert.False(t, em.Locked(em.User.Username), "the API user was locked out")
+	for _, r := range reads {
+		require.NoError(t, r.err)
+		assert.Equal(t, http.StatusBadGateway, r.res.Status, "%s: %s", r.path, r.res.Raw)
+		assert.Contains(t, r.res.errorsText(), "invalid_grant", r.path)
+	}
+	for _, err := range renewErrs {
+		assert.ErrorContains(t, err, "invalid_grant")
+	}
+	for _, name := range []string{"burst", "burst-token"} {
+		_, st := v.readStatus(t, v.rootToken(), name)
+		assert.NotEmpty(t, st.GrantsHeldUntil, name)
+		assert.Contains(t, st.GrantsHeldBecause, "invalid_grant", name)
+	}
+
+	em.SetLatency(0)
+	v.mustCLI(t, "write", mountPath+"/config/burst", "password="+newPassword)
+	lt := v.readCreds(t, "burst")
+	_, st := v.readStatus(t, v.rootToken(), "burst-token")
+	assert.Empty(t, st.GrantsHeldUntil, "a write to one name did not end the hold of the API user")
+	assert.Equal(t, refused, em.RefusedAttempts(em.User.Username))
+	v.mustCLI(t, "lease", "revoke", lt.LeaseID)
+	for _, id := range leases {
+		v.mustCLI(t, "lease", "revoke", id)
+	}
 }

@@ -480,8 +480,28 @@ func TestClientNeverRetriesRejections(t *testing.T) {
 		require.Equal(t, 1, srv.Stats().Requests)
 	})
 
+	t.Run("401 and 403 without an OAuth error are rejections", func(t *testing.T) {
+		for _, status := range []int{401, 403} {
+			for _, body := range []string{"", "<html>no</html>"} {
+				tokenURL, hits := fixedResponse(t, status, "text/html", body, nil)
+				_, err := newClientHarness().PasswordGrant(context.Background(), credentialsFor(tokenURL, clientUser), time.Second)
+				e := requireClientError(t, err, KindRejected)
+				require.Equal(t, status, e.Status)
+				require.Empty(t, e.Code)
+				require.EqualValues(t, 1, hits.Load(), "a refusal is never retried")
+				require.True(t, IsClientRefused(err))
+				require.True(t, IsRejected(err))
+				require.False(t, IsRejected(err, "invalid_client"), "no code was sent, none is made up")
+				require.Equal(t, fmt.Sprintf("IRIS rejected the password grant: HTTP %d without an OAuth error", status), err.Error())
+			}
+		}
+		_, err := newClientHarness().PasswordGrant(context.Background(), credentialsFor(newClientEmulator(t).TokenURL, clientUser), time.Second)
+		require.NoError(t, err)
+		require.False(t, IsClientRefused(err))
+	})
+
 	t.Run("other 4xx answers are not rejections", func(t *testing.T) {
-		for _, status := range []int{400, 401, 404, 405} {
+		for _, status := range []int{400, 404, 405} {
 			tokenURL, hits := fixedResponse(t, status, "text/html", "<html>no</html>", nil)
 			_, err := newClientHarness().PasswordGrant(context.Background(), credentialsFor(tokenURL, clientUser), time.Second)
 			e := requireClientError(t, err, KindBadResponse)

@@ -72,6 +72,10 @@ func (e *Error) Error() string {
 	var b strings.Builder
 	switch e.Kind {
 	case KindRejected:
+		if e.Code == "" {
+			fmt.Fprintf(&b, "IRIS rejected the %s grant: HTTP %d without an OAuth error", e.Grant, e.Status)
+			break
+		}
 		fmt.Fprintf(&b, "IRIS rejected the %s grant: %s", e.Grant, e.Code)
 		if e.Description != "" {
 			fmt.Fprintf(&b, " (%s)", e.Description)
@@ -137,8 +141,19 @@ func (e *Error) MayHaveActed() bool {
 	return true
 }
 
+// IsClientRefused reports whether err is a 401 or 403 that carried no OAuth
+// error: no token endpoint answers a well-formed grant so unless it refused
+// the client (or token_url is not a token endpoint), and it must be treated
+// as the refusal it most likely is, not retried.
+func IsClientRefused(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == KindRejected && e.Code == "" &&
+		(e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden)
+}
+
 // IsRejected reports whether err is an OAuth rejection with one of codes
-// (any code when none are given).
+// (any code when none are given); a 401 or 403 without an OAuth error
+// (IsClientRefused) is a rejection with no code.
 func IsRejected(err error, codes ...string) bool {
 	var e *Error
 	if !errors.As(err, &e) || e.Kind != KindRejected {
@@ -199,6 +214,10 @@ func classifyErrorResponse(grant GrantType, status int, header http.Header, body
 		e.Kind = KindUnavailable
 		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), now)
 	case (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) && e.Code != "":
+		e.Kind = KindRejected
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		// No OAuth error, yet a refusal: a gateway in front of IRIS, or a
+		// server that sends no body with it.
 		e.Kind = KindRejected
 	case status >= 300 && status < 400:
 		e.Kind = KindBadResponse

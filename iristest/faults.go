@@ -81,3 +81,15 @@ func (s *Server) SetResponseOverride(fn func(w http.ResponseWriter, r *http.Requ
 	defer s.mu.Unlock()
 	s.override = fn
 }
+
+// SetLatency makes every token endpoint request wait d before anything
+// else happens to it (the override, faults, the protocol), as a slow IRIS
+// would; 0, the default, answers at once. Requests are counted in InFlight
+// while they wait, and a client that gives up meanwhile gets no answer. The
+// wait is real time, not the emulator's clock: it is what lets grants
+// overlap.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = max(d, 0)
+}

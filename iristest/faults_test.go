@@ -293,3 +293,39 @@ func TestResponseOverride(t *testing.T) {
 		t.Errorf("requests %+v", reqs)
 	}
 }
+
+// Latency holds every token request back, counted in flight, so that
+// concurrent requests overlap; the answers are the normal ones.
+func TestLatencyOverlapsRequests(t *testing.T) {
+	s := newTestServer(t)
+	s.SetLatency(200 * time.Millisecond)
+	start := time.Now()
+	done := make(chan result, 4)
+	for range 4 {
+		go func() { done <- post(t, s.TokenURL, basicOf(mainUser), passwordForm(mainUser, "api")) }()
+	}
+	for range 4 {
+		wantToken(t, <-done, "api", false)
+	}
+	if elapsed := time.Since(start); elapsed < 200*time.Millisecond {
+		t.Errorf("answered after %s, before the latency", elapsed)
+	}
+	if st := s.Stats(); st.MaxInFlight != 4 || st.InFlight != 0 {
+		t.Errorf("stats %+v: the requests did not overlap", st)
+	}
+
+	// A client that gives up while it waits gets no answer and spends
+	// nothing.
+	s.SetLatency(time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.TokenURL, strings.NewReader(passwordForm(mainUser, "api")))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", basicOf(mainUser))
+	if _, err := http.DefaultClient.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the client's deadline, got %v", err)
+	}
+	if st := s.Stats(); st.PasswordGrants != 4 {
+		t.Errorf("stats %+v: the abandoned request was handled", st)
+	}
+}

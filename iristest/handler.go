@@ -121,8 +121,13 @@ func (s *Server) serveTokenEndpoint(w http.ResponseWriter, r *http.Request, gran
 	}()
 
 	s.mu.Lock()
-	override := s.override
+	override, latency := s.override, s.latency
 	s.mu.Unlock()
+	if !s.hold(r.Context(), latency) {
+		answered = false
+		s.abortIfClosed()
+		return
+	}
 	if override != nil {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if override(sw, r) {

@@ -121,6 +121,7 @@ type Server struct {
 	now         func() time.Time
 	faults      []Fault
 	sticky      *Fault
+	latency     time.Duration
 	override    func(http.ResponseWriter, *http.Request) bool
 	access      map[string]*accessToken
 	refresh     map[string]*refreshToken

@@ -84,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		apps = append(apps, a)
 		return err
 	})
+	latency := fs.Duration("latency", 0, "hold every token endpoint answer back this long, as a slow IRIS would")
+	lockoutAfter := fs.Int("lockout-after", 0, "lock a user after this many consecutive refused password grants, as an Okta lockout policy would (0: never)")
 	legacy := fs.Bool("legacy", false, "emulate an API user that never gets refresh tokens (Trackunit documented this for API users created before 2025 until August 2025)")
 	readyFile := fs.String("ready-file", "", "write the base URL to this `file` once listening (removed on exit)")
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +100,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *lifetime < 0 || *keyLifetime < 0 || *appLifetime < 0 {
 		return errors.New("token lifetimes must not be negative")
+	}
+	if *latency < 0 || *lockoutAfter < 0 {
+		return errors.New("-latency and -lockout-after must not be negative")
 	}
 	if *clientID == "" || *clientSecret == "" || *username == "" || *password == "" {
 		return errors.New("-client-id, -client-secret, -username and -password must not be empty")
@@ -118,6 +123,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	emu.SetTokenLifetime(*lifetime)
 	emu.SetAPIKeyTokenLifetime(*keyLifetime)
 	emu.SetAppTokenLifetime(*appLifetime)
+	emu.SetLatency(*latency)
+	emu.SetLockoutThreshold(*lockoutAfter)
 	if err := addClients(emu, *clientID, keys, apps); err != nil {
 		return err
 	}
@@ -153,6 +160,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, base+"/token")
 	fmt.Fprintf(stderr, "iris-emulator: client %s, user %s, token lifetime %s, refresh tokens %t\n",
 		*clientID, *username, lifetime.Truncate(time.Second), !*legacy)
+	if *latency > 0 || *lockoutAfter > 0 {
+		fmt.Fprintf(stderr, "iris-emulator: latency %s, lockout after %d refusals (0: never)\n", *latency, *lockoutAfter)
+	}
 	for _, k := range keys {
 		fmt.Fprintf(stderr, "iris-emulator: API key %s at %s/token/v2, scopes %s, token lifetime %s\n",
 			k.ClientID, base, strings.Join(k.AllowedScopes, " "), keyLifetime.Truncate(time.Second))

@@ -143,11 +143,62 @@ func TestLegacyFlag(t *testing.T) {
 	}
 }
 
+// With -lockout-after, refused password grants lock the user: the right
+// password is refused from then on. -latency holds every answer back.
+func TestLockoutAndLatencyFlags(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outR, outW := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"-addr", "127.0.0.1:0", "-lockout-after", "2", "-latency", "100ms"}, outW, io.Discard)
+		outW.Close()
+	}()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, outR)
+	grant := func(password string) int {
+		body := url.Values{"grant_type": {"password"}, "username": {demoUsername}, "password": {password}, "scope": {"api"}}
+		req, _ := http.NewRequest(http.MethodPost, strings.TrimSpace(line), strings.NewReader(body.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(demoClientID, demoClientSecret)
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if elapsed := time.Since(start); elapsed < 100*time.Millisecond {
+			t.Errorf("answered after %s, before -latency", elapsed)
+		}
+		return resp.StatusCode
+	}
+	if got := grant(demoPassword); got != http.StatusOK {
+		t.Fatalf("right password: %d", got)
+	}
+	for range 2 {
+		if got := grant("wrong"); got != http.StatusBadRequest {
+			t.Fatalf("wrong password: %d", got)
+		}
+	}
+	if got := grant(demoPassword); got != http.StatusBadRequest {
+		t.Fatalf("a locked user was let in: %d", got)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-no-such-flag"},
 		{"extra"},
 		{"-token-lifetime", "-1s"},
+		{"-latency", "-1s"},
+		{"-lockout-after", "-1"},
 		{"-password", ""},
 		{"-addr", "nonsense"},
 	} {
