@@ -24,8 +24,9 @@ import (
 const (
 	configStoragePrefix = "config/"
 	// configShapeVersion 2 added ID; entries of shape 1 are read as they
-	// are (see identity).
-	configShapeVersion = 2
+	// are (see identity). 3 added LegacyRevocationURL, set when an entry of
+	// an earlier shape is loaded (upgradeLoaded).
+	configShapeVersion = 3
 
 	defaultRequestTimeout = 10 * time.Second
 	minRequestTimeout     = time.Second
@@ -65,6 +66,11 @@ type apiUserConfig struct {
 	RequestTimeout  time.Duration `json:"request_timeout"`
 	RenewableLeases bool          `json:"renewable_leases"`
 	RefreshFloor    time.Duration `json:"refresh_floor"`
+	// LegacyRevocationURL is where leases and sessions of releases that
+	// recorded no endpoint are revoked: the revocation URL the config had
+	// when this release first loaded it. A later change of revocation_url
+	// does not move their tokens.
+	LegacyRevocationURL string `json:"legacy_revocation_url,omitempty"`
 	// Generation changes whenever a field that decides which tokens IRIS
 	// issues changes, so that state derived from an older config (a shared
 	// token session, say) can tell it is stale.
@@ -85,6 +91,14 @@ func newAPIUserConfig(kind *credentialKind) *apiUserConfig {
 		cfg.Scopes = defaultScopes
 	}
 	return cfg
+}
+
+// upgradeLoaded brings an entry of an earlier shape up to date in memory;
+// the next write stores it so.
+func (c *apiUserConfig) upgradeLoaded() {
+	if c.ShapeVersion < 3 {
+		c.LegacyRevocationURL = c.RevocationURL
+	}
 }
 
 // kind is the config's credential kind.
