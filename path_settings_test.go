@@ -94,18 +94,18 @@ func TestAllowedHostsValidation(t *testing.T) {
 func TestHostAllowedMatchesHostOrHostPort(t *testing.T) {
 	allowed := []string{"auth.trackunit.com", "127.0.0.1:8200", "::1", "[fe80::1]:443"}
 	for raw, want := range map[string]bool{
-		"https://auth.trackunit.com/token":      true,
-		"https://AUTH.trackunit.com:8443/token": true, // a host without port allows any port
-		"http://127.0.0.1:8200/token":           true,
-		"http://127.0.0.1:8201/token":           false, // host:port allows that port only
-		"http://127.0.0.1/token":                false,
-		"http://[::1]:9/token":                  true,
-		"https://[fe80::1]/token":               true, // https's default port
-		"https://[fe80::1]:444/token":           false,
-		"https://auth.trackunit.com.evil/token": false,
-		"https://evil.example/auth.trackunit.com": false,
+		"https://auth.trackunit.com/token":         true,
+		"https://AUTH.trackunit.com:8443/token":    true, // a host without port allows any port
+		"http://127.0.0.1:8200/token":              true,
+		"http://127.0.0.1:8201/token":              false, // host:port allows that port only
+		"http://127.0.0.1/token":                   false,
+		"http://[::1]:9/token":                     true,
+		"https://[fe80::1]/token":                  true, // https's default port
+		"https://[fe80::1]:444/token":              false,
+		"https://auth.trackunit.com.evil/token":    false,
+		"https://evil.example/auth.trackunit.com":  false,
 		"https://auth.trackunit.com@evil.example/": false,
-		"not a url":                             false,
+		"not a url": false,
 	} {
 		require.Equal(t, want, hostAllowed(allowed, raw), raw)
 	}
