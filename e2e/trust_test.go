@@ -455,7 +455,7 @@ func testUnmountWithHangingRevocation(t *testing.T, v *vaultServer) {
 		leases = 1000
 		limit  = 60 * time.Second
 	)
-	v.mustCLI(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
+	v.enableIRIS(t, mount, pluginVersion)
 	em := newEmulator(t, v.rec, time.Hour)
 	hang := newHangingServer(t)
 	args := configArgs("hang", em, "revocation_url="+hang.url()+"/revoke", "request_timeout=1")
