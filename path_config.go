@@ -77,11 +77,11 @@ func pathConfig(b *backend) []*framework.Path {
 				},
 				keyTokenURL: {
 					Type:        framework.TypeString,
-					Description: "Token endpoint. Defaults to the kind's: https://auth.trackunit.com/token, /token/v2 (api_key) or /apptoken (app). Must be https://; http:// is accepted only for loopback hosts (local emulators).",
+					Description: "Token endpoint. Defaults to the kind's: https://auth.trackunit.com/token, /token/v2 (api_key) or /apptoken (app). Its host must be in allowed_hosts at settings. Must be https://; http:// is accepted only for loopback hosts (local emulators).",
 				},
 				keyRevocationURL: {
 					Type:        framework.TypeString,
-					Description: "Optional RFC 7009 revocation endpoint. When set, revoking a lease makes one short best-effort call to revoke its token at IRIS. Same URL rules as token_url; empty to unset.",
+					Description: "Optional RFC 7009 revocation endpoint. When set, revoking a lease makes one short best-effort call to revoke its token at IRIS. Same URL rules as token_url, allowed_hosts included; empty to unset. A token is revoked only at the revocation_url in force when it was issued.",
 				},
 				keyTTL: {
 					Type:        framework.TypeDurationSecond,
