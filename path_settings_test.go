@@ -262,3 +262,21 @@ func TestRenewalSendsRefreshTokenOnlyWhereIssued(t *testing.T) {
 		require.Empty(t, r.RefreshToken)
 	}
 }
+
+// A shared session issued under another token URL does not send its
+// refresh token to the current one; the next replacement logs in afresh.
+func TestSessionSendsRefreshTokenOnlyWhereIssued(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	env.readToken("demo")
+	sess := env.storedSession("demo")
+	require.Equal(t, env.iris.TokenURL, sess.TokenURL, "the session records its endpoint")
+	sess.TokenURL = "https://elsewhere.example/token"
+	require.NoError(t, env.b.sessions.save(context.Background(), env.storage, "demo", sess))
+	env.iris.ResetStats()
+	env.clock.Advance(50 * time.Minute)
+	env.readToken("demo")
+	require.Zero(t, env.iris.Stats().RefreshGrants, "the refresh token stays unsent")
+	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
+	require.Equal(t, env.iris.TokenURL, env.storedSession("demo").TokenURL)
+}
