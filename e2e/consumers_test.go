@@ -141,7 +141,9 @@ func (v *vaultServer) checkWidenedAllows(t *testing.T, policy string, refusals [
 	}
 	hcl := readme
 	for _, p := range paths {
-		hcl += fmt.Sprintf("path %q {\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\", \"sudo\"]\n}\n", p)
+		// Vault merges blocks of one path, and keeps a block's
+		// allowed_parameters unless another allows every key.
+		hcl += fmt.Sprintf("path %q {\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\", \"sudo\"]\n  allowed_parameters = {\n    \"*\" = []\n  }\n}\n", p)
 	}
 	widened := policy + "-widened"
 	path := filepath.Join(v.dir, widened+".hcl")
