@@ -24,9 +24,10 @@ import (
 
 const (
 	configStoragePrefix = "config/"
-	// configShapeVersion 2 added ID, 3 added Revision; entries of earlier
-	// shapes are read as they are (see identity, and Revision's empty
-	// value, which the next write replaces).
+	// configShapeVersion 2 added ID; 3 added Revision and
+	// LegacyRevocationURL. Entries of earlier shapes are read as they are
+	// (see identity, Revision's empty value, which the next write replaces,
+	// and upgradeLoaded, which sets LegacyRevocationURL).
 	configShapeVersion = 3
 
 	defaultRequestTimeout = 10 * time.Second
@@ -67,6 +68,11 @@ type apiUserConfig struct {
 	RequestTimeout  time.Duration `json:"request_timeout"`
 	RenewableLeases bool          `json:"renewable_leases"`
 	RefreshFloor    time.Duration `json:"refresh_floor"`
+	// LegacyRevocationURL is where leases and sessions of releases that
+	// recorded no endpoint are revoked: the revocation URL the config had
+	// when this release first loaded it. A later change of revocation_url
+	// does not move their tokens.
+	LegacyRevocationURL string `json:"legacy_revocation_url,omitempty"`
 	// Generation changes whenever a field that decides which tokens IRIS
 	// issues changes, so that state derived from an older config (a shared
 	// token session, say) can tell it is stale.
@@ -92,6 +98,14 @@ func newAPIUserConfig(kind *credentialKind) *apiUserConfig {
 		cfg.Scopes = defaultScopes
 	}
 	return cfg
+}
+
+// upgradeLoaded brings an entry of an earlier shape up to date in memory;
+// the next write stores it so.
+func (c *apiUserConfig) upgradeLoaded() {
+	if c.ShapeVersion < 3 {
+		c.LegacyRevocationURL = c.RevocationURL
+	}
 }
 
 // kind is the config's credential kind.
@@ -321,7 +335,7 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 	})
 	if err != nil {
 		if verified != nil {
-			b.abandonRefreshToken(ctx, name, cfg, verified.RefreshToken, "the verifying grant's token was not stored", err)
+			b.abandonRefreshToken(ctx, name, cfg, cfg.RevocationURL, verified.RefreshToken, "the verifying grant's token was not stored", err)
 		}
 		var coded logical.HTTPCodedError
 		switch {

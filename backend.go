@@ -55,6 +55,14 @@ type backend struct {
 	// token records (unix seconds).
 	lastSweep atomic.Int64
 
+	// storageView is the mount's storage, for the host check every send
+	// passes (checkHost), wherever the send starts.
+	storageView logical.Storage
+	// settingsMu orders the seeding of allowed_hosts against settings
+	// writes; seededHosts is a seed this node could not store.
+	settingsMu  sync.Mutex
+	seededHosts atomic.Pointer[[]string]
+
 	// lastRead tells the periodic refresh which sessions are in use.
 	lastReadMu sync.Mutex
 	lastRead   map[string]time.Time
@@ -117,7 +125,8 @@ func newBackend(opts backendOptions) *backend {
 		Secrets: []*framework.Secret{
 			secretAccessToken(b),
 		},
-		Invalidate: b.invalidate,
+		Invalidate:     b.invalidate,
+		InitializeFunc: b.initialize,
 		// Background grants stop with the mount.
 		Clean:        b.clean,
 		PeriodicFunc: b.periodic,
@@ -184,6 +193,12 @@ func (b *backend) isClosed() bool {
 	return b.closed
 }
 
+// Setup keeps the mount's storage for the host check.
+func (b *backend) Setup(ctx context.Context, conf *logical.BackendConfig) error {
+	b.storageView = conf.StorageView
+	return b.Backend.Setup(ctx, conf)
+}
+
 // writeOnlyFields are validated here before Vault's framework sees them: its
 // type conversion quotes a value it cannot convert in the error, and Vault
 // logs that error (and the audit log keeps it). A password sent twice on the
@@ -245,6 +260,9 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 // invalidate is called by Vault Enterprise when replicated storage changes
 // under us; open-source Vault never calls it.
 func (b *backend) invalidate(_ context.Context, key string) {
+	if key == settingsStorageKey || strings.HasPrefix(key, configStoragePrefix) {
+		b.seededHosts.Store(nil)
+	}
 	if name, ok := strings.CutPrefix(key, configStoragePrefix); ok {
 		b.configs.forget(name)
 		b.sessions.forget(name)

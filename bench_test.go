@@ -60,6 +60,11 @@ func newBenchEnvFor(b *testing.B, data, extra map[string]interface{}) *benchEnv 
 	for k, v := range extra {
 		data[k] = v
 	}
+	if resp, err := env.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.UpdateOperation, Path: "settings", Data: map[string]interface{}{"allowed_hosts": testAllowedHosts}, Storage: env.storage,
+	}); err != nil || resp != nil {
+		b.Fatal(resp, err)
+	}
 	if _, err := env.b.HandleRequest(context.Background(), &logical.Request{
 		Operation: logical.CreateOperation, Path: "config/demo", Data: data, Storage: env.storage,
 	}); err != nil {

@@ -62,6 +62,9 @@ func (c *entryCache[T]) loadUncached(ctx context.Context, s logical.Storage, nam
 	if err := entry.DecodeJSON(item); err != nil {
 		return nil, fmt.Errorf("decoding %s%s: %w", c.prefix, name, err)
 	}
+	if u, ok := any(item).(interface{ upgradeLoaded() }); ok {
+		u.upgradeLoaded()
+	}
 	return item, nil
 }
 

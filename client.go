@@ -19,9 +19,13 @@ func newIRISClient(logger hclog.Logger) *irisauth.Client {
 	return client
 }
 
-// grant sends g for the API user unless its credentials are held back, and
-// records the outcome.
+// grant sends g for the API user unless its token URL's host is not allowed
+// or its credentials are held back, and records the outcome.
 func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, g irisauth.Grant) (irisauth.Result, error) {
+	if err := b.checkHost(ctx, keyTokenURL, g.Endpoint.TokenURL); err != nil {
+		b.Logger().Warn("grant not sent", "name", ref.name, "error", err)
+		return irisauth.Result{RefreshToken: irisauth.RefreshTokenUnused}, err
+	}
 	t, err := b.grants.admit(ctx, ref.name, cfg, g.Type)
 	if err != nil {
 		return irisauth.Result{}, err
@@ -42,8 +46,12 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 // wait for it. A refusal holds nothing, since the refused credentials are
 // not stored.
 func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
+	g := cfg.logInGrant(true)
+	if err := b.checkHost(ctx, keyTokenURL, g.Endpoint.TokenURL); err != nil {
+		return nil, err
+	}
 	t := b.grants.admitVerify(cfg)
-	res, err := b.client.Exchange(ctx, cfg.logInGrant(true))
+	res, err := b.client.Exchange(ctx, g)
 	dropForeignRefreshToken(cfg, res.Token)
 	b.grants.verifyDone(t, cfg)
 	return res.Token, err
@@ -87,19 +95,24 @@ func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUs
 	return tok, res.RefreshToken, err
 }
 
-// revokeAtIRIS makes one short best-effort revocation call, where the API
-// user has a revocation endpoint; a failure is logged, never returned, since
-// Vault's side of a revocation must not depend on IRIS. After an endpoint
-// did not answer, calls are skipped for a while.
-func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, token, tokenTypeHint string) {
-	if cfg.RevocationURL == "" || token == "" {
+// revokeAtIRIS makes one short best-effort revocation call at
+// revocationURL, the endpoint in force when the token was issued, if there
+// was one and its host is still allowed; a failure is logged, never
+// returned, since Vault's side of a revocation must not depend on IRIS.
+// After an endpoint did not answer, calls are skipped for a while.
+func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, revocationURL, token, tokenTypeHint string) {
+	if revocationURL == "" || token == "" {
+		return
+	}
+	if err := b.checkHost(ctx, keyRevocationURL, revocationURL); err != nil {
+		b.Logger().Warn("revoked in Vault only: the token's revocation endpoint may not be called", "name", name, "error", err)
 		return
 	}
 	if b.grants.revocationPaused(name) {
 		b.Logger().Debug("skipping remote revocation: the endpoint did not answer recently", "name", name)
 		return
 	}
-	err := b.client.Revoke(ctx, cfg.endpoint(), cfg.RevocationURL, token, tokenTypeHint, cfg.revocationTimeout())
+	err := b.client.Revoke(ctx, cfg.endpoint(), revocationURL, token, tokenTypeHint, cfg.revocationTimeout())
 	if err != nil {
 		b.grants.revocationFailed(name, cfg, err)
 		b.Logger().Warn("best-effort revocation at IRIS failed", "name", name, "error", err)

@@ -24,6 +24,10 @@ func upstreamResponseError(ref apiUserRef, err error) error {
 // answered but refused or answered garbage, 503 when it could not be reached
 // or is unavailable (retry later), 504 when it did not answer in time.
 func upstreamStatus(err error) int {
+	if isHostNotAllowed(err) {
+		// The config breaks the mount's settings; IRIS was not asked.
+		return http.StatusBadRequest
+	}
 	var irisErr *irisauth.Error
 	var pending *attemptPendingError
 	switch {
@@ -53,6 +57,9 @@ func describeUpstreamError(ref apiUserRef, err error) string {
 }
 
 func upstreamHint(ref apiUserRef, err error) string {
+	if isHostNotAllowed(err) {
+		return fmt.Sprintf("an operator with update on %s can allow it, or update the URL at %s", ref.settingsPath(), ref.configPath())
+	}
 	var irisErr *irisauth.Error
 	if !errors.As(err, &irisErr) {
 		return ""

@@ -75,6 +75,25 @@ func newTestEnv(t *testing.T, users ...iristest.User) *testEnv {
 // and clock, with its own storage.
 func (env *testEnv) newBackend() (*backend, logical.Storage, *logical.StaticSystemView) {
 	env.t.Helper()
+	b, storage, sysView := env.newUpgradedBackend(&logical.InmemStorage{})
+	// As an operator would for a local emulator: loopback on any port,
+	// besides Trackunit's own host.
+	resp, err := env.requestOn(b, storage, logical.UpdateOperation, "settings", map[string]interface{}{
+		"allowed_hosts": testAllowedHosts,
+	})
+	require.NoError(env.t, err)
+	require.Nil(env.t, resp)
+	return b, storage, sysView
+}
+
+// testAllowedHosts is what the unit tests' mounts allow.
+const testAllowedHosts = defaultAllowedHost + ",127.0.0.1"
+
+// newUpgradedBackend starts a backend on storage as Vault starts a mount
+// (Setup, then Initialize), with no settings written: what a mount whose
+// storage an earlier release wrote sees.
+func (env *testEnv) newUpgradedBackend(storage logical.Storage) (*backend, logical.Storage, *logical.StaticSystemView) {
+	env.t.Helper()
 	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: env.logs})
 	client := newIRISClient(logger)
 	client.Retry = irisauth.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Second, MaxDelay: 4 * time.Second, Budget: 30 * time.Second}
@@ -92,9 +111,9 @@ func (env *testEnv) newBackend() (*backend, logical.Storage, *logical.StaticSyst
 		MaxLeaseTTLVal:     32 * 24 * time.Hour,
 	}
 	conf.System = sysView
-	storage := &logical.InmemStorage{}
 	conf.StorageView = storage
 	require.NoError(env.t, b.Setup(context.Background(), conf))
+	require.NoError(env.t, b.Initialize(context.Background(), &logical.InitializationRequest{Storage: storage}))
 	env.t.Cleanup(func() {
 		// As Vault does when it unmounts: background grants stop.
 		b.Cleanup(context.Background())

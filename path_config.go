@@ -77,11 +77,11 @@ func pathConfig(b *backend) []*framework.Path {
 				},
 				keyTokenURL: {
 					Type:        framework.TypeString,
-					Description: "Token endpoint. Defaults to the kind's: https://auth.trackunit.com/token, /token/v2 (api_key) or /apptoken (app). Must be https://; http:// is accepted only for loopback hosts (local emulators).",
+					Description: "Token endpoint. Defaults to the kind's: https://auth.trackunit.com/token, /token/v2 (api_key) or /apptoken (app). Its host must be in allowed_hosts at settings. Must be https://; http:// is accepted only for loopback hosts (local emulators).",
 				},
 				keyRevocationURL: {
 					Type:        framework.TypeString,
-					Description: "Optional RFC 7009 revocation endpoint. When set, revoking a lease makes one short best-effort call to revoke its token at IRIS. Same URL rules as token_url; empty to unset.",
+					Description: "Optional RFC 7009 revocation endpoint. When set, revoking a lease makes one short best-effort call to revoke its token at IRIS. Same URL rules as token_url, allowed_hosts included; empty to unset. A token is revoked only at the revocation_url in force when it was issued.",
 				},
 				keyTTL: {
 					Type:        framework.TypeDurationSecond,
@@ -261,6 +261,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if problems := applyConfigFields(cfg, d, existing == nil); len(problems) > 0 {
 		return logical.ErrorResponse("invalid configuration for %s %q: %s", cfg.kind().noun, name, strings.Join(problems, "; ")), nil
 	}
+	if resp, err := b.refuseHostsNotAllowed(ctx, req, name, cfg); resp != nil || err != nil {
+		return resp, err
+	}
 	if missing := secretsMissingForNewEndpoint(existing, cfg, d); len(missing) > 0 {
 		return logical.ErrorResponse("%s %q: changing %s or %s sends the stored secrets to a new address, so the same write must carry them: %s missing; nothing was changed",
 			cfg.kind().noun, name, keyTokenURL, keyRevocationURL, strings.Join(missing, " and ")), nil
@@ -291,8 +294,32 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := b.storeAPIUser(ctx, req.Storage, name, existing, cfg, verified); err != nil {
 		return nil, err
 	}
+	b.seededHosts.Store(nil)
 	b.Logger().Info("API user stored", "name", name, "created", existing == nil)
 	return nil, nil
+}
+
+// refuseHostsNotAllowed answers a write whose token_url or revocation_url
+// names a host the mount does not allow, before anything is sent: with
+// update on config/ alone nobody can move where secrets and tokens go.
+func (b *backend) refuseHostsNotAllowed(ctx context.Context, req *logical.Request, name string, cfg *apiUserConfig) (*logical.Response, error) {
+	settings, err := b.settingsWithHosts(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	var refused []string
+	for _, f := range []struct{ key, raw string }{{keyTokenURL, cfg.TokenURL}, {keyRevocationURL, cfg.RevocationURL}} {
+		if f.raw == "" || hostAllowed(settings.AllowedHosts, f.raw) {
+			continue
+		}
+		refused = append(refused, fmt.Sprintf("%s host %q is not in %s", f.key, hostEntryOf(f.raw), keyAllowedHosts))
+	}
+	if len(refused) == 0 {
+		return nil, nil
+	}
+	ref := refFor(req, name)
+	return logical.ErrorResponse("%s %q: %s; an operator with update on %s can allow it; nothing was stored",
+		cfg.kind().noun, name, strings.Join(refused, " and "), ref.settingsPath()), nil
 }
 
 // applyConfigFields copies the request's fields into cfg and returns what is

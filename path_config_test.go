@@ -198,7 +198,9 @@ func TestConfigURLRulesHoldOnUpdate(t *testing.T) {
 		require.True(t, resp.IsError(), field)
 		require.Contains(t, resp.Error().Error(), field+" must use https://")
 	}
-	// Loopback in every spelling is allowed for local emulators.
+	// Loopback in every spelling is allowed for local emulators, once
+	// allowed_hosts names it.
+	env.mustRequest(logical.UpdateOperation, "settings", map[string]interface{}{"allowed_hosts": testAllowedHosts + ",localhost,127.0.0.2,::1"})
 	for _, u := range []string{"http://localhost:1/token", "http://127.0.0.2:1/token", "http://[::1]:1/token"} {
 		data := map[string]interface{}{"revocation_url": u, "client_secret": demoUser.ClientSecret, "password": demoUser.Password}
 		env.mustRequest(logical.UpdateOperation, "config/demo", data)

@@ -48,7 +48,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	resp, err := b.leaseAccessToken(ref, cfg, tok)
 	if err != nil && cfg.RenewableLeases {
-		b.abandonRefreshToken(ctx, ref.name, cfg, tok.RefreshToken, "a token was not handed out", err)
+		b.abandonRefreshToken(ctx, ref.name, cfg, cfg.RevocationURL, tok.RefreshToken, "a token was not handed out", err)
 	}
 	return resp, err
 }

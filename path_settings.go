@@ -2,7 +2,12 @@ package iris
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -15,14 +20,23 @@ const (
 	settingsStorageKey = "settings"
 
 	keyMaxBackgroundGrants = "max_background_grants"
+	keyAllowedHosts        = "allowed_hosts"
 
 	defaultMaxBackgroundGrants = 8
 	maxMaxBackgroundGrants     = 64
 )
 
-// mountSettings is the stored shape of settings.
+// defaultAllowedHost is Trackunit's own token host, where every kind's
+// default token URL points.
+const defaultAllowedHost = "auth.trackunit.com"
+
+// mountSettings is the stored shape of settings. Releases before
+// allowed_hosts stored only max_background_grants, or nothing at all.
 type mountSettings struct {
 	MaxBackgroundGrants int `json:"max_background_grants"`
+	// AllowedHosts is where credentials and tokens may be sent; nil means
+	// never set (see seedAllowedHosts), never "nowhere".
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
 }
 
 func pathSettings(b *backend) []*framework.Path {
@@ -33,6 +47,10 @@ func pathSettings(b *backend) []*framework.Path {
 			OperationSuffix: "mount-settings",
 		},
 		Fields: map[string]*framework.FieldSchema{
+			keyAllowedHosts: {
+				Type:        framework.TypeCommaStringSlice,
+				Description: "Hosts that credentials and tokens may be sent to, as host (any port) or host:port (that port only); IPv6 as [addr]:port. Replaces the whole list. Default auth.trackunit.com. A config whose token_url or revocation_url names another host is refused on write and sends nothing.",
+			},
 			keyMaxBackgroundGrants: {
 				Type: framework.TypeInt,
 				Description: fmt.Sprintf("Most grants the background refresh of token/ runs at once on this mount, 1 to %d (default %d). Raise it for mounts with many thousands of credentials whose tokens were all obtained at once; lower it if IRIS rate-limits.",
@@ -59,6 +77,15 @@ func pathSettings(b *backend) []*framework.Path {
 const settingsHelp = `
 Settings that apply to every credential on the mount:
 
+  allowed_hosts          where credentials and tokens may be sent (default
+                         auth.trackunit.com). Each entry is a host, which
+                         allows that host on any port, or host:port, which
+                         allows that port only; 127.0.0.1 allows a local
+                         emulator on any loopback port. A write replaces the
+                         whole list. Config writes naming another host in
+                         token_url or revocation_url are refused, and a
+                         stored config whose host is no longer listed gets
+                         an error instead of a request.
   max_background_grants  how many grants the background refresh of token/
                          runs at once (default 8). Shared tokens that are due
                          are replaced by at most this many grants in flight;
@@ -86,16 +113,108 @@ func (b *backend) maxBackgroundGrants(ctx context.Context, s logical.Storage) (i
 	return settings.MaxBackgroundGrants, nil
 }
 
-func (b *backend) pathSettingsRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	settings, err := b.loadSettings(ctx, req.Storage)
+// settingsWithHosts is the stored settings with allowed_hosts filled in:
+// on a mount that never stored them (one upgraded from a release without
+// them, whose InitializeFunc could not write) they are what the mount's
+// stored configs already use, so that an upgrade changes nothing a config
+// does, and the seed is stored where this node may write.
+func (b *backend) settingsWithHosts(ctx context.Context, s logical.Storage) (*mountSettings, error) {
+	settings, err := b.loadSettings(ctx, s)
+	if err != nil || settings.AllowedHosts != nil {
+		return settings, err
+	}
+	b.settingsMu.Lock()
+	defer b.settingsMu.Unlock()
+	// Again under the lock: a settings write or another seeding may have
+	// landed.
+	if settings, err = b.loadSettings(ctx, s); err != nil || settings.AllowedHosts != nil {
+		return settings, err
+	}
+	if seed := b.seededHosts.Load(); seed != nil {
+		settings.AllowedHosts = *seed
+		return settings, nil
+	}
+	hosts, err := seedAllowedHosts(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: map[string]interface{}{keyMaxBackgroundGrants: settings.MaxBackgroundGrants}}, nil
+	settings.AllowedHosts = hosts
+	if b.canWriteStorage() {
+		err := storeSettings(ctx, s, settings)
+		if err == nil {
+			b.Logger().Info("allowed_hosts recorded from the hosts stored configs use", "allowed_hosts", strings.Join(hosts, ","))
+			return settings, nil
+		}
+		b.Logger().Warn("could not store allowed_hosts; using the hosts stored configs use until it can", "error", err)
+	}
+	// Remembered until a config or the settings change, since computing it
+	// reads every config.
+	b.seededHosts.Store(&hosts)
+	return settings, nil
+}
+
+// seedAllowedHosts is the default host together with every host a stored
+// config sends to.
+func seedAllowedHosts(ctx context.Context, s logical.Storage) ([]string, error) {
+	hosts := []string{defaultAllowedHost}
+	names, err := s.List(ctx, configStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", configStoragePrefix, err)
+	}
+	for _, name := range names {
+		entry, err := s.Get(ctx, configStoragePrefix+name)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s%s: %w", configStoragePrefix, name, err)
+		}
+		var cfg apiUserConfig
+		if entry == nil || entry.DecodeJSON(&cfg) != nil {
+			continue
+		}
+		for _, raw := range []string{cfg.TokenURL, cfg.RevocationURL} {
+			if entry := hostEntryOf(raw); entry != "" && !slices.Contains(hosts, entry) {
+				hosts = append(hosts, entry)
+			}
+		}
+	}
+	return hosts, nil
+}
+
+// initialize runs when Vault starts the mount on a node that may write: a
+// mount upgraded from a release without allowed_hosts records the hosts its
+// configs use, so that they keep working.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	b.storageView = req.Storage
+	if !b.canWriteStorage() {
+		return nil
+	}
+	if _, err := b.settingsWithHosts(ctx, req.Storage); err != nil {
+		// Not fatal: the first send seeds them again.
+		b.Logger().Warn("could not record allowed_hosts at start", "error", err)
+	}
+	return nil
+}
+
+func storeSettings(ctx context.Context, s logical.Storage, settings *mountSettings) error {
+	entry, err := logical.StorageEntryJSON(settingsStorageKey, settings)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, entry)
+}
+
+func (b *backend) pathSettingsRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	settings, err := b.settingsWithHosts(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]interface{}{
+		keyMaxBackgroundGrants: settings.MaxBackgroundGrants,
+		keyAllowedHosts:        settings.AllowedHosts,
+	}}, nil
 }
 
 func (b *backend) pathSettingsWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	settings, err := b.loadSettings(ctx, req.Storage)
+	settings, err := b.settingsWithHosts(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
@@ -105,9 +224,179 @@ func (b *backend) pathSettingsWrite(ctx context.Context, req *logical.Request, d
 	if settings.MaxBackgroundGrants < 1 || settings.MaxBackgroundGrants > maxMaxBackgroundGrants {
 		return logical.ErrorResponse("%s must be between 1 and %d", keyMaxBackgroundGrants, maxMaxBackgroundGrants), nil
 	}
-	entry, err := logical.StorageEntryJSON(settingsStorageKey, settings)
-	if err != nil {
+	if v, ok := d.GetOk(keyAllowedHosts); ok {
+		hosts, problem := normalizeAllowedHosts(v.([]string))
+		if problem != "" {
+			return logical.ErrorResponse("%s", problem), nil
+		}
+		settings.AllowedHosts = hosts
+	}
+	b.settingsMu.Lock()
+	defer b.settingsMu.Unlock()
+	if err := storeSettings(ctx, req.Storage, settings); err != nil {
 		return nil, err
 	}
-	return nil, req.Storage.Put(ctx, entry)
+	b.seededHosts.Store(nil)
+	b.Logger().Info("mount settings stored", "allowed_hosts", strings.Join(settings.AllowedHosts, ","),
+		"max_background_grants", settings.MaxBackgroundGrants)
+	return nil, nil
+}
+
+// normalizeAllowedHosts checks and normalises each entry: lower case, IPv6
+// in brackets only with a port, no duplicates.
+func normalizeAllowedHosts(in []string) ([]string, string) {
+	hosts := []string{}
+	for i, raw := range in {
+		entry, problem := normalizeHostEntry(raw)
+		if problem != "" {
+			return nil, fmt.Sprintf("%s entry %d %s", keyAllowedHosts, i+1, problem)
+		}
+		if !slices.Contains(hosts, entry) {
+			hosts = append(hosts, entry)
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, keyAllowedHosts + " must name at least one host (the default is " + defaultAllowedHost + ")"
+	}
+	return hosts, ""
+}
+
+func normalizeHostEntry(raw string) (string, string) {
+	entry := strings.ToLower(strings.TrimSpace(raw))
+	if entry == "" {
+		return "", "is empty"
+	}
+	if strings.Contains(entry, "@") {
+		// Not quoted: whatever precedes the @ may be a password.
+		return "", "has user info; give a host or host:port only"
+	}
+	quoted := fmt.Sprintf("%q", truncateForMessage(entry))
+	if strings.Contains(entry, "://") || strings.ContainsAny(entry, "/?#\\ \t") {
+		return "", quoted + " must be a host or host:port, without scheme or path"
+	}
+	if ip := net.ParseIP(entry); ip != nil {
+		return ip.String(), ""
+	}
+	if strings.HasPrefix(entry, "[") && strings.HasSuffix(entry, "]") {
+		if ip := net.ParseIP(entry[1 : len(entry)-1]); ip != nil && ip.To4() == nil {
+			return ip.String(), ""
+		}
+		return "", quoted + " is not an IPv6 address"
+	}
+	host, port, err := net.SplitHostPort(entry)
+	if err != nil {
+		host, port = entry, ""
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", quoted + " has a port that is not a number from 1 to 65535"
+		}
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
+		if ip.To4() == nil {
+			host = "[" + host + "]"
+		}
+	} else if !validHostname(host) {
+		return "", quoted + " is not a host name or IP address"
+	}
+	if port == "" {
+		return strings.Trim(host, "[]"), ""
+	}
+	return host + ":" + port, ""
+}
+
+// validHostname accepts DNS names of letters, digits and hyphens.
+func validHostname(host string) bool {
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// urlHost is the normalised host and effective port of an endpoint URL.
+func urlHost(raw string) (host, port string, ok bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" {
+		return "", "", false
+	}
+	host = strings.ToLower(u.Hostname())
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
+	}
+	port = u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+	}
+	return host, port, true
+}
+
+// hostEntryOf is the allowed_hosts entry that allows exactly what raw uses:
+// its host, with the port when the URL names one.
+func hostEntryOf(raw string) string {
+	host, _, ok := urlHost(raw)
+	if !ok {
+		return ""
+	}
+	u, _ := url.Parse(raw)
+	if u.Port() == "" {
+		return host
+	}
+	return net.JoinHostPort(host, u.Port())
+}
+
+// hostAllowed reports whether raw's host is on the list: an entry without
+// a port allows the host on any port, host:port that port only.
+func hostAllowed(allowed []string, raw string) bool {
+	host, port, ok := urlHost(raw)
+	if !ok {
+		return false
+	}
+	withPort := net.JoinHostPort(host, port)
+	return slices.Contains(allowed, host) || slices.Contains(allowed, withPort)
+}
+
+// hostNotAllowedError is a send refused because the endpoint's host is not
+// in allowed_hosts. Nothing was sent.
+type hostNotAllowedError struct {
+	field, host string
+}
+
+func (e *hostNotAllowedError) Error() string {
+	return fmt.Sprintf("%s host %q is not in %s, so nothing was sent there", e.field, e.host, keyAllowedHosts)
+}
+
+func isHostNotAllowed(err error) bool {
+	var h *hostNotAllowedError
+	return errors.As(err, &h)
+}
+
+// checkHost is the one gate every request to IRIS passes: it refuses an
+// endpoint whose host the mount's settings do not allow.
+func (b *backend) checkHost(ctx context.Context, field, raw string) error {
+	if b.storageView == nil {
+		return fmt.Errorf("%s: the mount's storage is not set up; nothing was sent", field)
+	}
+	settings, err := b.settingsWithHosts(ctx, b.storageView)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w; nothing was sent", keyAllowedHosts, err)
+	}
+	if hostAllowed(settings.AllowedHosts, raw) {
+		return nil
+	}
+	host, _, _ := urlHost(raw)
+	if u, err := url.Parse(raw); err == nil && u.Port() != "" {
+		host = net.JoinHostPort(host, u.Port())
+	}
+	return &hostNotAllowedError{field: field, host: host}
 }

@@ -148,6 +148,9 @@ func refFor(req *logical.Request, name string) apiUserRef {
 
 func (r apiUserRef) configPath() string { return r.mount + configStoragePrefix + r.name }
 func (r apiUserRef) credsPath() string  { return r.mount + "creds/" + r.name }
+func (r apiUserRef) settingsPath() string {
+	return r.mount + settingsStorageKey
+}
 
 // apiUser resolves the path's name to its stored API user; a bad name is an
 // error response, an unknown one an error.

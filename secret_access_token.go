@@ -33,6 +33,10 @@ const (
 	internalAccessToken  = "access_token"
 	internalGeneration   = "generation"
 	internalAPIUserID    = "api_user_id"
+	// The endpoint the lease's tokens were issued under: they go back
+	// only there. Leases of earlier releases have neither.
+	internalTokenURL      = "token_url"
+	internalRevocationURL = "revocation_url"
 
 	// spentStoragePrefix records the refresh tokens renewals have sent.
 	spentStoragePrefix = "spent-refresh-token/"
@@ -64,10 +68,12 @@ func (b *backend) leaseAccessToken(ref apiUserRef, cfg *apiUserConfig, tok *iris
 		return nil, err
 	}
 	internal := map[string]interface{}{
-		internalConfigName:  ref.name,
-		internalAPIUserID:   cfg.identity(),
-		internalAccessToken: tok.AccessToken,
-		internalGeneration:  cfg.Generation,
+		internalConfigName:    ref.name,
+		internalAPIUserID:     cfg.identity(),
+		internalAccessToken:   tok.AccessToken,
+		internalGeneration:    cfg.Generation,
+		internalTokenURL:      cfg.TokenURL,
+		internalRevocationURL: cfg.RevocationURL,
 	}
 	if cfg.RenewableLeases && tok.RefreshToken != "" {
 		internal[internalRefreshToken] = tok.RefreshToken
@@ -155,9 +161,10 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	}
 
 	refreshToken := internalString(req.Secret, internalRefreshToken)
-	if internalString(req.Secret, internalGeneration) != cfg.Generation {
+	if internalString(req.Secret, internalGeneration) != cfg.Generation || !leaseIssuedAt(req.Secret, cfg.TokenURL) {
 		// The credentials, scopes or token URL changed since the lease was
-		// issued: its refresh token belongs to the old ones.
+		// issued: its refresh token belongs to the old ones, and goes
+		// nowhere else.
 		refreshToken = ""
 	}
 	if refreshToken != "" {
@@ -186,7 +193,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	now := b.now()
 	tokenTTL, err := leaseTTL(ref, tok, now)
 	if err != nil {
-		b.abandonRefreshToken(ctx, ref.name, cfg, tok.RefreshToken, "a renewal's token was not handed out", err)
+		b.abandonRefreshToken(ctx, ref.name, cfg, cfg.RevocationURL, tok.RefreshToken, "a renewal's token was not handed out", err)
 		return nil, err
 	}
 
@@ -198,6 +205,8 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	internal[internalAPIUserID] = cfg.identity()
 	internal[internalAccessToken] = tok.AccessToken
 	internal[internalGeneration] = cfg.Generation
+	internal[internalTokenURL] = cfg.TokenURL
+	internal[internalRevocationURL] = cfg.RevocationURL
 	// The old refresh token is spent either way; keeping it would risk
 	// sending it twice.
 	delete(internal, internalRefreshToken)
@@ -286,11 +295,12 @@ func (b *backend) sweepSpentRefreshTokens(ctx context.Context, s logical.Storage
 // revokeAccessToken always succeeds: a lease that cannot be revoked because
 // its API user is gone or IRIS is down would pile up and stall
 // `vault secrets disable`. Vault deletes the lease, and with it the refresh
-// token, once this returns.
+// token, once this returns. Its token is revoked remotely only at the
+// revocation endpoint in force when it was issued.
 func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	name := internalString(req.Secret, internalConfigName)
 	cfg, err := b.config(ctx, req.Storage, name)
-	if err != nil || cfg == nil || cfg.RevocationURL == "" || cfg.identity() != leaseAPIUserID(req.Secret) {
+	if err != nil || cfg == nil || cfg.identity() != leaseAPIUserID(req.Secret) {
 		// Another API user's credentials and endpoint are never used for
 		// this lease's token.
 		return nil, nil
@@ -302,8 +312,26 @@ func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _
 	if token == "" {
 		return nil, nil
 	}
-	b.revokeAtIRIS(ctx, name, cfg, token, hint)
+	b.revokeAtIRIS(ctx, name, cfg, leaseRevocationURL(req.Secret, cfg), token, hint)
 	return nil, nil
+}
+
+// leaseIssuedAt reports whether the lease's tokens came from tokenURL.
+// Leases of earlier releases recorded none; their generation, which covers
+// the token URL, stands in.
+func leaseIssuedAt(secret *logical.Secret, tokenURL string) bool {
+	recorded, ok := secret.InternalData[internalTokenURL].(string)
+	return !ok || recorded == tokenURL
+}
+
+// leaseRevocationURL is where the lease's tokens may be revoked: the
+// endpoint recorded at issue, or for a lease of an earlier release the one
+// its config had when this release first loaded it.
+func leaseRevocationURL(secret *logical.Secret, cfg *apiUserConfig) string {
+	if recorded, ok := secret.InternalData[internalRevocationURL].(string); ok {
+		return recorded
+	}
+	return cfg.LegacyRevocationURL
 }
 
 func internalString(secret *logical.Secret, key string) string {

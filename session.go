@@ -20,7 +20,8 @@ import (
 
 const (
 	sessionStoragePrefix = "session/"
-	sessionShapeVersion  = 1
+	// sessionShapeVersion 2 added TokenURL and RevocationURL.
+	sessionShapeVersion = 2
 
 	// minOutageFloor is the least time a token must have left to be served
 	// during an outage; below the larger of this and 5% of its lifetime,
@@ -40,10 +41,14 @@ type tokenSession struct {
 	// Generation is the config generation the session was obtained with;
 	// a session from another generation is never served.
 	Generation string `json:"generation"`
+	// TokenURL and RevocationURL are the endpoint the session's tokens were
+	// issued under, where alone they go back (shape 2 on).
+	TokenURL      string `json:"token_url,omitempty"`
+	RevocationURL string `json:"revocation_url,omitempty"`
 }
 
-func newSession(tok *irisauth.Token, generation string) *tokenSession {
-	return &tokenSession{
+func newSession(tok *irisauth.Token, cfg *apiUserConfig) *tokenSession {
+	sess := &tokenSession{
 		ShapeVersion: sessionShapeVersion,
 		AccessToken:  tok.AccessToken,
 		TokenType:    tok.TokenType,
@@ -51,8 +56,27 @@ func newSession(tok *irisauth.Token, generation string) *tokenSession {
 		RefreshToken: tok.RefreshToken,
 		ObtainedAt:   tok.ObtainedAt,
 		ExpiresAt:    tok.ExpiresAt(),
-		Generation:   generation,
+		Generation:   cfg.Generation,
 	}
+	sess.TokenURL, sess.RevocationURL = cfg.TokenURL, cfg.RevocationURL
+	return sess
+}
+
+// issuedAt reports whether the session's tokens came from cfg's token URL;
+// sessions of earlier releases recorded none, and their generation, which
+// covers the token URL, stands in.
+func (s *tokenSession) issuedAt(cfg *apiUserConfig) bool {
+	return s.Generation == cfg.Generation && (s.ShapeVersion < 2 || s.TokenURL == cfg.TokenURL)
+}
+
+// revocationURL is where the session's refresh token may be revoked: the
+// endpoint recorded at issue, or for a session of an earlier release the
+// one its config had when this release first loaded it.
+func (s *tokenSession) revocationURL(cfg *apiUserConfig) string {
+	if s.ShapeVersion < 2 {
+		return cfg.LegacyRevocationURL
+	}
+	return s.RevocationURL
 }
 
 func (s *tokenSession) token() *irisauth.Token {
@@ -199,7 +223,7 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 		return nil, err
 	}
 	now := b.now()
-	if sess != nil && sess.Generation != cfg.Generation {
+	if sess != nil && !sess.issuedAt(cfg) {
 		sess = nil
 	}
 	if sess != nil && now.Add(ahead).Before(sess.refreshAt(cfg)) {
@@ -226,16 +250,16 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 		if refreshToken != "" && outcome == irisauth.RefreshTokenUnused {
 			// IRIS provably never saw it: it is as good as before.
 			if err := b.storeSessionIfCurrent(ctx, s, name, cfg, sess); err != nil {
-				b.abandonRefreshToken(ctx, name, cfg, refreshToken, "an unused refresh token could not be put back", err)
+				b.abandonRefreshToken(ctx, name, cfg, sess.revocationURL(cfg), refreshToken, "an unused refresh token could not be put back", err)
 			}
 		}
 		return nil, grantErr
 	}
-	fresh := newSession(tok, cfg.Generation)
+	fresh := newSession(tok, cfg)
 	// The rotated refresh token is stored before the token is handed out:
 	// IRIS has already retired the old one.
 	if err := b.storeSessionIfCurrent(ctx, s, name, cfg, fresh); err != nil {
-		b.abandonRefreshToken(ctx, name, cfg, fresh.RefreshToken, "a new shared token could not be stored", err)
+		b.abandonRefreshToken(ctx, name, cfg, cfg.RevocationURL, fresh.RefreshToken, "a new shared token could not be stored", err)
 		return nil, err
 	}
 	b.Logger().Debug("shared token replaced", "name", name, "expires_at", fresh.ExpiresAt.UTC().Format(time.RFC3339))
@@ -276,7 +300,7 @@ func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage
 		}
 	}
 	if verified != nil {
-		err = b.sessions.save(ctx, s, name, newSession(verified, cfg.Generation))
+		err = b.sessions.save(ctx, s, name, newSession(verified, cfg))
 	} else {
 		err = b.sessions.delete(ctx, s, name)
 	}
@@ -290,7 +314,7 @@ func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *
 	if old == nil || cfg == nil || old.Generation != cfg.Generation {
 		return
 	}
-	b.abandonRefreshToken(ctx, name, cfg, old.RefreshToken, "the shared token was replaced or dropped", nil)
+	b.abandonRefreshToken(ctx, name, cfg, old.revocationURL(cfg), old.RefreshToken, "the shared token was replaced or dropped", nil)
 }
 
 // abandonRefreshToken lets go of a refresh token nobody will hold: one
@@ -299,7 +323,7 @@ func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *
 // never stored or sent again; where cfg has a revocation endpoint it is
 // revoked there, best effort, and otherwise left to expire at IRIS. The log
 // line names the credential, never the token.
-func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *apiUserConfig, refreshToken, why string, cause error) {
+func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *apiUserConfig, revocationURL, refreshToken, why string, cause error) {
 	if refreshToken == "" {
 		return
 	}
@@ -314,14 +338,14 @@ func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *api
 	if cause != nil {
 		args = append(args, "error", cause)
 	}
-	if cfg.RevocationURL == "" {
+	if revocationURL == "" {
 		log(why+"; its refresh token is left to expire at IRIS (no revocation_url)", args...)
 		return
 	}
 	log(why+"; revoking its refresh token at IRIS", args...)
 	// Not tied to the caller: a grant cancelled by Clean still revokes what
 	// it obtained, within the revocation timeout.
-	b.revokeAtIRIS(context.WithoutCancel(ctx), name, cfg, refreshToken, "refresh_token")
+	b.revokeAtIRIS(context.WithoutCancel(ctx), name, cfg, revocationURL, refreshToken, "refresh_token")
 }
 
 // errMountClosed answers a storage write attempted after Clean.

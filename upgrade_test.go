@@ -2,12 +2,15 @@ package iris
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
+
+	"vault-plugin-secrets-iris/irisauth"
 )
 
 // What v0.1.0 stored keeps working after the binary is replaced: its config
@@ -114,4 +117,133 @@ func TestStoredByShape2KeepsWorking(t *testing.T) {
 	require.Equal(t, "0a1b2c3d4e5f60718293a4b5", stored.Generation, "a ttl write keeps the generation")
 	require.Equal(t, 1, env.iris.LiveRefreshTokens(demoUser.Username))
 	require.Zero(t, env.iris.Stats().RefreshReuse)
+}
+
+// failingPuts is storage whose writes of one key fail, as on a node that
+// cannot write.
+type failingPuts struct {
+	logical.InmemStorage
+	key string
+}
+
+func (s *failingPuts) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if e.Key == s.key {
+		return errors.New("storage is read-only here")
+	}
+	return s.InmemStorage.Put(ctx, e)
+}
+
+// A mount upgraded from v0.1.0 (no settings entry, configs of shape 1) or
+// from the release before allowed_hosts (settings of max_background_grants
+// only, configs of shape 2, leases with an API user ID) keeps serving the
+// configs it has: the first start records the hosts they use into
+// allowed_hosts with the default, and their leases and sessions are revoked
+// at the revocation URL in force at the upgrade, not at one written later.
+func TestUpgradeRecordsHostsInUse(t *testing.T) {
+	for _, shape := range []string{"v0.1.0", "shape 2"} {
+		t.Run(shape, func(t *testing.T) {
+			env := newTestEnv(t)
+			ctx := context.Background()
+			mint := func() *irisauth.Token {
+				res, err := env.b.client.Exchange(ctx, irisauth.Endpoint{
+					TokenURL: env.iris.TokenURL, ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret,
+					Auth: irisauth.AuthBasic, AttemptTimeout: 10 * time.Second,
+				}.PasswordGrant(demoUser.Username, demoUser.Password, defaultScopes))
+				require.NoError(t, err)
+				return res.Token
+			}
+			sessTok, leaseTok := mint(), mint()
+			storage := &logical.InmemStorage{}
+			put := func(key, value string) {
+				require.NoError(t, storage.Put(ctx, &logical.StorageEntry{Key: key, Value: []byte(value)}))
+			}
+			gen := "0a1b2c3d4e5f60718293a4b5"
+			lease := map[string]interface{}{
+				"secret_type": secretTypeAccessToken, "config_name": "demo", "access_token": leaseTok.AccessToken,
+				"refresh_token": leaseTok.RefreshToken, "generation": gen,
+			}
+			common := `"client_id":"` + demoUser.ClientID + `","client_secret":"` + demoUser.ClientSecret +
+				`","username":"` + demoUser.Username + `","password":"` + demoUser.Password + `","scopes":["api","offline_access"],"token_url":"` +
+				env.iris.TokenURL + `","revocation_url":"` + env.iris.RevocationURL + `","ttl":0,"max_ttl":0,"request_timeout":10000000000,"renewable_leases":true,"refresh_floor":0,"generation":"` + gen + `"`
+			wantMax := defaultMaxBackgroundGrants
+			if shape == "v0.1.0" {
+				put("config/demo", `{"shape_version":1,`+common+`}`)
+			} else {
+				put("settings", `{"max_background_grants":12}`)
+				wantMax = 12
+				put("config/demo", `{"shape_version":2,"id":"9f8e7d6c5b4a392817161514","kind":"api_user",`+common+`}`)
+				lease["api_user_id"] = "9f8e7d6c5b4a392817161514"
+			}
+			put("session/demo", `{"shape_version":1,"access_token":"`+sessTok.AccessToken+`","token_type":"Bearer","scope":"api offline_access","refresh_token":"`+
+				sessTok.RefreshToken+`","obtained_at":"`+sessTok.ObtainedAt.Format(time.RFC3339Nano)+`","expires_at":"`+
+				sessTok.ExpiresAt().Format(time.RFC3339Nano)+`","generation":"`+gen+`"}`)
+			env.b, env.storage, env.sysView = env.newUpgradedBackend(storage)
+			env.iris.ResetStats()
+
+			settings := env.mustRequest(logical.ReadOperation, "settings", nil).Data
+			require.Equal(t, []string{defaultAllowedHost, hostPort(env.iris.URL)}, settings["allowed_hosts"])
+			require.Equal(t, wantMax, settings["max_background_grants"])
+			stored, err := env.b.loadSettings(ctx, storage)
+			require.NoError(t, err)
+			require.Equal(t, []string{defaultAllowedHost, hostPort(env.iris.URL)}, stored.AllowedHosts, "recorded at the first start")
+
+			require.Equal(t, sessTok.AccessToken, env.readToken("demo").Data["access_token"], "the stored session is served")
+			legacy := &logical.Secret{LeaseOptions: logical.LeaseOptions{TTL: time.Hour, Renewable: true, IssueTime: time.Now()}, InternalData: lease, LeaseID: "iris/creds/demo/legacy"}
+			renewed, err := env.renew(legacy, 0)
+			require.NoError(t, err)
+			require.Equal(t, 1, env.iris.Stats().RefreshGrants, "the lease renews through its own refresh token")
+			require.Equal(t, env.iris.RevocationURL, renewed.Secret.InternalData[internalRevocationURL], "and records its endpoint from now on")
+			legacy2 := &logical.Secret{LeaseOptions: legacy.LeaseOptions, InternalData: map[string]interface{}{}, LeaseID: "iris/creds/demo/legacy2"}
+			tok3 := mint()
+			for k, v := range lease {
+				legacy2.InternalData[k] = v
+			}
+			legacy2.InternalData["access_token"], legacy2.InternalData["refresh_token"] = tok3.AccessToken, tok3.RefreshToken
+
+			// The operator moves revocation_url to another host it allows:
+			// tokens issued before go back where they came from.
+			collector := newCollector(t)
+			env.allowOnly(defaultAllowedHost, hostPort(env.iris.URL), hostPort(collector.URL))
+			env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{
+				"revocation_url": collector.URL + "/revoke", "client_secret": demoUser.ClientSecret, "password": demoUser.Password, "verify": false,
+			})
+			cfg, err := env.b.configs.loadUncached(ctx, storage, "demo")
+			require.NoError(t, err)
+			require.Equal(t, configShapeVersion, cfg.ShapeVersion)
+			require.Equal(t, env.iris.RevocationURL, cfg.LegacyRevocationURL)
+			env.iris.ResetStats()
+			require.NoError(t, env.revoke(legacy2))
+			require.NoError(t, env.revoke(renewed.Secret))
+			env.mustRequest(logical.DeleteOperation, "config/demo", nil)
+			require.Equal(t, 3, env.iris.Stats().Revocations, "two leases and the session, at the URL they were issued under")
+			require.Zero(t, collector.hits.Load())
+			env.assertNoSecrets(demoUser)
+		})
+	}
+}
+
+// Where the seed cannot be stored, it is computed in memory: the upgraded
+// mount's configs keep working, and nothing else is allowed.
+func TestUnstoredHostSeedIsComputedInMemory(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := context.Background()
+	env.writeConfig("demo", demoUser, nil)
+	entry, err := env.storage.Get(ctx, "config/demo")
+	require.NoError(t, err)
+	storage := &failingPuts{key: settingsStorageKey}
+	require.NoError(t, storage.Put(ctx, entry))
+	env.b, env.storage, env.sysView = env.newUpgradedBackend(storage)
+	require.Contains(t, env.logs.String(), "could not store allowed_hosts")
+
+	env.readCreds("demo")
+	require.Equal(t, []string{defaultAllowedHost, hostPort(env.iris.URL)}, env.mustRequest(logical.ReadOperation, "settings", nil).Data["allowed_hosts"])
+	stored, err := storage.Get(ctx, settingsStorageKey)
+	require.NoError(t, err)
+	require.Nil(t, stored)
+
+	data := demoConfigData(env)
+	data["token_url"] = "http://localhost:1/token"
+	resp, err := env.request(logical.CreateOperation, "config/other", data)
+	require.NoError(t, err)
+	require.Contains(t, resp.Error().Error(), `token_url host "localhost:1" is not in allowed_hosts`)
 }

@@ -141,7 +141,9 @@ func (v *vaultServer) checkWidenedAllows(t *testing.T, policy string, refusals [
 	}
 	hcl := readme
 	for _, p := range paths {
-		hcl += fmt.Sprintf("path %q {\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\", \"sudo\"]\n}\n", p)
+		// Vault merges blocks of one path, and keeps a block's
+		// allowed_parameters unless another allows every key.
+		hcl += fmt.Sprintf("path %q {\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\", \"sudo\"]\n  allowed_parameters = {\n    \"*\" = []\n  }\n}\n", p)
 	}
 	widened := policy + "-widened"
 	path := filepath.Join(v.dir, widened+".hcl")
@@ -382,31 +384,41 @@ func testRotatorPolicy(t *testing.T, v *vaultServer, rec *recorder) {
 	v.mustCLIAs(t, token, "write", mountPath+"/config/"+name, "password="+newPassword)
 	requireLive(t, em, v.readCreds(t, name).Data.AccessToken, "creds/ after the rotated password was stored")
 
-	// Redirecting the secrets: refused by the engine before any call, with
-	// or without verification, for either URL.
+	// Vault itself refuses every other field, secrets carried or not, so
+	// the token can neither redirect the secrets nor widen what the
+	// credential's tokens may do; nothing reaches the other host.
 	var calls atomic.Int64
 	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
 		http.Error(w, "collected", http.StatusTeapot)
 	}))
 	t.Cleanup(elsewhere.Close)
-	for _, args := range [][]string{
-		{"token_url=" + elsewhere.URL + "/token"},
-		{"token_url=" + elsewhere.URL + "/token", "verify=false"},
-		{"revocation_url=" + elsewhere.URL + "/revoke"},
-		{"revocation_url=" + elsewhere.URL + "/revoke", "verify=false"},
+	secrets := []string{"client_secret=" + em.User.ClientSecret, "password=" + newPassword}
+	readmeLines := readmeRotatorError(t)
+	for _, change := range []string{
+		"token_url=" + elsewhere.URL + "/token",
+		"revocation_url=" + elsewhere.URL + "/revoke",
+		"scopes=api,offline_access,admin",
+		"renewable_leases=true",
+		"ttl=720h",
+		"max_ttl=720h",
 	} {
-		res := v.cliWithToken(t, token, append([]string{"write", mountPath + "/config/" + name}, args...)...)
-		require.NotZero(t, res.ExitCode, "redirecting with %v: %s", args, res)
-		require.Contains(t, res.Stderr, "Code: 400")
-		require.Contains(t, res.Stderr, "the same write must carry them")
-		// The README's example of this error, for its API user.
-		require.Contains(t, res.Stderr, strings.ReplaceAll(readmeRedirectError(t), `"`+consumerName+`"`, `"`+name+`"`))
+		for _, carried := range [][]string{nil, secrets, append(secrets, "verify=false")} {
+			args := append([]string{"write", mountPath + "/config/" + name, change}, carried...)
+			res := v.cliWithToken(t, token, args...)
+			require.NotZero(t, res.ExitCode, "%v: %s", args, res)
+			for _, line := range readmeLines {
+				require.Contains(t, res.Stderr, line, "the README's example of this refusal")
+			}
+		}
 	}
 	require.Zero(t, calls.Load(), "the other host was called")
 	cfg := v.readConfig(t, name)
 	require.Equal(t, em.TokenURL, cfg.TokenURL)
 	require.Equal(t, em.RevocationURL, cfg.RevocationURL)
+	// And the password still rotates, verify=false included.
+	v.mustCLIAs(t, token, "write", mountPath+"/config/"+name, "password="+newPassword, "verify=false")
+	requireLive(t, em, v.readCreds(t, name).Data.AccessToken, "creds/ after a second rotation")
 
 	refusals := append([]refusal{
 		{"creating an API user", "PUT", mountPath + "/config/new-" + randomHex(4), map[string]any{
@@ -523,17 +535,17 @@ func readmeSection(t testing.TB, heading string) string {
 
 var readmeWrapKeyRE = regexp.MustCompile(`(?m)^(wrapping_[a-z_]+:)`)
 
-// readmeRedirectError is the error line the README shows for a config write
-// that changes token_url without the secrets.
-func readmeRedirectError(t testing.TB) string {
+// readmeRotatorError is what the README's example of Vault refusing a field
+// the rotator policy does not allow says: the status line and the reason
+// (Vault may wrap the reason in "1 error occurred:").
+func readmeRotatorError(t testing.TB) []string {
 	t.Helper()
-	for _, line := range strings.Split(readmeSection(t, "### Rotating a password: update only"), "\n") {
-		if msg, ok := strings.CutPrefix(line, "* "); ok {
-			return msg
-		}
+	section := readmeSection(t, "### Rotating a password: update only")
+	lines := []string{"Code: 403. Errors:", "* permission denied"}
+	for _, line := range lines {
+		require.Contains(t, section, line, "the README's update-only section")
 	}
-	t.Fatal("the README's update-only section shows no error")
-	return ""
+	return lines
 }
 
 // mustCLIAs is mustCLI with another token.

@@ -585,7 +585,7 @@ func testRevokeAfterConfigDeleted(t *testing.T, v *vaultServer) {
 // that says "retry later", and disabling the mount still revokes its leases.
 func testIRISDownAndDisable(t *testing.T, v *vaultServer) {
 	const mount = "iris-second"
-	v.mustCLI(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
+	v.enableIRIS(t, mount, pluginVersion)
 	em := newEmulator(t, v.rec, time.Hour)
 	args := configArgs("down", em, "revocation_url="+em.RevocationURL, "renewable_leases=true")
 	args[1] = mount + "/config/down"

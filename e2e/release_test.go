@@ -105,7 +105,7 @@ func TestRelease(t *testing.T) {
 
 		const mount = "iris-release"
 		v.mustCLI(t, "plugin", "register", "-sha256="+sha, "-version="+version, "-command="+linux, "secret", pluginName)
-		v.mustCLI(t, "secrets", "enable", "-path="+mount, "-plugin-version="+version, pluginName)
+		v.enableIRIS(t, mount, version)
 
 		var list struct {
 			Details []struct{ Name, Version string } `json:"details"`

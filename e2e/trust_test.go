@@ -36,6 +36,7 @@ func TestTrust(t *testing.T) {
 	t.Cleanup(func() { v.finish(t) })
 
 	t.Run("EndpointChangeNeedsTheSecrets", func(t *testing.T) { testEndpointChangeNeedsTheSecrets(t, v) })
+	t.Run("HostsNotAllowed", func(t *testing.T) { testHostsNotAllowed(t, v) })
 	t.Run("RecreatedConfigStrandsOldLeases", func(t *testing.T) { testRecreatedConfigStrandsOldLeases(t, v) })
 	t.Run("LostRefreshAnswers", func(t *testing.T) { testLostRefreshAnswers(t, v) })
 	t.Run("Status", func(t *testing.T) { testStatus(t, v) })
@@ -57,6 +58,70 @@ func newWitness(t testing.TB) *witness {
 	}))
 	t.Cleanup(w.Close)
 	return w
+}
+
+// newWitnessAt is a witness listening on another loopback address, such as
+// 127.0.0.2, which the mounts' allowed_hosts does not name.
+func newWitnessAt(t testing.TB, addr string) *witness {
+	w := &witness{}
+	w.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		w.hits.Add(1)
+		http.Error(rw, "this server must never be called", http.StatusTeapot)
+	}))
+	l, err := net.Listen("tcp", addr+":0")
+	require.NoError(t, err)
+	w.Listener.Close()
+	w.Listener = l
+	w.Start()
+	t.Cleanup(w.Close)
+	return w
+}
+
+// testHostsNotAllowed: a principal with only update on config/<name>, with
+// made-up secrets, verify on or off, cannot move token_url or
+// revocation_url to a host outside allowed_hosts; a lease issued before the
+// attempts, revoked after them, sends nothing there; a token with the
+// README's rotator policy cannot change token_url even to an allowed host.
+func testHostsNotAllowed(t *testing.T, v *vaultServer) {
+	em := newEmulator(t, v.rec, time.Hour)
+	const name = "hosts"
+	v.writeConfig(t, name, em, "revocation_url="+em.RevocationURL)
+	lease := v.readCreds(t, name)
+	before := v.readConfig(t, name)
+	w := newWitnessAt(t, "127.0.0.2")
+	host := strings.TrimPrefix(w.URL, "http://")
+
+	policy := filepath.Join(v.dir, "iris-update-hosts.hcl")
+	require.NoError(t, os.WriteFile(policy, []byte(`path "`+mountPath+`/config/`+name+`" { capabilities = ["update"] }`), 0o600))
+	v.mustCLI(t, "policy", "write", "iris-update-hosts", policy)
+	updater := v.tokenWithPolicies(t, false, "iris-update-hosts")
+	requests := em.Stats().Requests
+
+	for _, field := range []string{"token_url", "revocation_url"} {
+		for _, verify := range []string{"true", "false"} {
+			res := v.cliWithToken(t, updater, "write", mountPath+"/config/"+name, field+"="+w.URL+"/collect",
+				"client_secret=made-up-secret", "password=made-up-password", "verify="+verify)
+			require.NotZero(t, res.ExitCode, "%s", res)
+			assert.Contains(t, res.Stderr, "Code: 400", "%s", res)
+			assert.Contains(t, res.Stderr, field+` host "`+host+`" is not in allowed_hosts`, "%s", res)
+		}
+	}
+	assert.Equal(t, before, v.readConfig(t, name), "nothing changed")
+	assert.Equal(t, requests, em.Stats().Requests, "a refused write called IRIS")
+
+	revocations := em.Stats().Revocations
+	v.mustCLI(t, "lease", "revoke", lease.LeaseID)
+	v.waitLeaseGone(t, lease.LeaseID)
+	assert.Equal(t, revocations+1, em.Stats().Revocations, "the lease is revoked where it was issued")
+
+	v.writeReadmePolicy(t, policyRotator)
+	rotator := v.tokenWithPolicies(t, false, policyRotator)
+	res := v.cliWithToken(t, rotator, "write", mountPath+"/config/"+name, "token_url="+em.TokenURL+"/elsewhere",
+		"client_secret="+em.User.ClientSecret, "password="+em.User.Password)
+	require.NotZero(t, res.ExitCode, "%s", res)
+	assert.Contains(t, res.Stderr, "permission denied", "%s", res)
+	assert.Equal(t, before, v.readConfig(t, name))
+	assert.Zero(t, w.hits.Load(), "the host outside allowed_hosts was called")
 }
 
 // testEndpointChangeNeedsTheSecrets: an update that moves token_url or
@@ -456,7 +521,7 @@ func testUnmountWithHangingRevocation(t *testing.T, v *vaultServer) {
 		leases = 1000
 		limit  = 60 * time.Second
 	)
-	v.mustCLI(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
+	v.enableIRIS(t, mount, pluginVersion)
 	em := newEmulator(t, v.rec, time.Hour)
 	hang := newHangingServer(t)
 	args := configArgs("hang", em, "revocation_url="+hang.url()+"/revoke", "request_timeout=1")

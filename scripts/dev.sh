@@ -155,6 +155,9 @@ vault() { "$VAULT_BIN" "$@"; }
 sha256="$(sha256_of "$work_dir/plugins/$plugin_name")"
 vault plugin register -sha256="$sha256" -version="$PLUGIN_VERSION" secret "$plugin_name" >/dev/null
 vault secrets enable -path=iris -plugin-version="$PLUGIN_VERSION" "$plugin_name" >/dev/null
+# As an operator would for a local emulator: loopback on any port, besides
+# Trackunit's own host.
+vault write iris/settings allowed_hosts=auth.trackunit.com,127.0.0.1 >/dev/null
 vault write iris/config/demo \
 	client_id="$demo_client_id" client_secret="$demo_client_secret" \
 	username="$demo_username" password="$demo_password" \
