@@ -25,7 +25,10 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 	if err := b.grants.admit(ref.name, cfg.Generation); err != nil {
 		return irisauth.Result{}, err
 	}
+	b.metrics.grantsInFlight.Inc()
 	res, err := b.client.Exchange(ctx, g)
+	b.metrics.grantsInFlight.Dec()
+	b.metrics.grantDone(ref.name, cfg.kind().name, g.Type, err, b.now())
 	b.grants.record(ref.name, cfg.Generation, g.Type, err)
 	if err != nil && refusesCredentials(g.Type, err) {
 		b.Logger().Warn("IRIS refused the API user's credentials; holding further grants back", "name", ref.name, "error", err)
@@ -37,7 +40,9 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 // held back: an operator writing the config is the one who can fix what
 // IRIS refused, and a write ends any hold anyway.
 func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
-	res, err := b.client.Exchange(ctx, cfg.logInGrant(true))
+	g := cfg.logInGrant(true)
+	res, err := b.client.Exchange(ctx, g)
+	b.metrics.countGrant(cfg.kind().name, g.Type, err)
 	return res.Token, err
 }
 
@@ -63,6 +68,7 @@ func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUs
 	case irisauth.RefreshTokenRotated, irisauth.RefreshTokenUnused:
 		return res.Token, res.RefreshToken, err
 	}
+	b.metrics.refreshTokenDropped(res.RefreshToken)
 	b.Logger().Info("refresh token refused or possibly spent; logging in with the password grant instead",
 		"name", ref.name, "refresh_token", res.RefreshToken.String(), "error", err)
 	tok, err := b.logIn(ctx, ref, cfg, true)
@@ -72,18 +78,20 @@ func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUs
 // revokeAtIRIS makes one short best-effort revocation call, where the API
 // user has a revocation endpoint; a failure is logged, never returned, since
 // Vault's side of a revocation must not depend on IRIS. After an endpoint
-// did not answer, calls are skipped for a while.
-func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, token, tokenTypeHint string) {
+// did not answer, calls are skipped for a while. It reports whether IRIS
+// confirmed the revocation.
+func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, token, tokenTypeHint string) (revoked bool) {
 	if cfg.RevocationURL == "" || token == "" {
-		return
+		return false
 	}
 	if b.grants.revocationPaused(name) {
 		b.Logger().Debug("skipping remote revocation: the endpoint did not answer recently", "name", name)
-		return
+		return false
 	}
 	err := b.client.Revoke(ctx, cfg.endpoint(), cfg.RevocationURL, token, tokenTypeHint, cfg.revocationTimeout())
 	if err != nil {
 		b.grants.revocationFailed(name, cfg.Generation, err)
 		b.Logger().Warn("best-effort revocation at IRIS failed", "name", name, "error", err)
 	}
+	return err == nil
 }
