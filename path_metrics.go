@@ -194,4 +194,6 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 	}}, nil
 }
 
-func (b *backend) metricsPerCredential(context.Context, logical.Storage) (bool, error) { return true, nil }
+func (b *backend) metricsPerCredential(context.Context, logical.Storage) (bool, error) {
+	return true, nil
+}
