@@ -137,6 +137,18 @@ func newMountMetrics(b *backend) *mountMetrics {
 		Namespace: metricsNamespace, Name: "background_queued_sessions",
 		Help: "Shared tokens due and queued for background replacement, not yet started" + perProcess + ".",
 	}, func() float64 { return float64(b.refresher.queued()) })
+	// Series with few, fixed label values start at zero, so that increase()
+	// sees their first event.
+	for _, reason := range []string{"refused", "outcome_unknown"} {
+		m.refreshTokensDropped.WithLabelValues(reason)
+	}
+	for _, where := range []string{"local", "remote"} {
+		m.leasesRevoked.WithLabelValues(where)
+	}
+	for kind := range credentialKinds {
+		m.leasesIssued.WithLabelValues(kind)
+		m.leasesRenewed.WithLabelValues(kind)
+	}
 	m.registry.MustRegister(m.grants, m.refreshTokensDropped, m.leasesIssued, m.leasesRenewed, m.leasesRevoked,
 		m.backgroundPasses, m.grantsInFlight, m.rateLimited, buildInfo, queued)
 	return m
