@@ -406,9 +406,9 @@ func merge(a, b loadResult) loadResult {
 
 // scrapeResult is what the scrape cell measured.
 type scrapeResult struct {
-	scrapes                loadResult // iris/metrics reads, one after another
-	bodyBytes              int
-	baseline, during       loadResult // token/ reads without scrapes, then during them
+	scrapes                   loadResult // iris/metrics reads, one after another
+	bodyBytes                 int
+	baseline, during          loadResult // token/ reads without scrapes, then during them
 	hwmBeforeKiB, hwmAfterKiB int
 }
 
