@@ -99,15 +99,11 @@ func labelPair(name, value string) *dto.LabelPair { return &dto.LabelPair{Name: 
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
-// fleetFamilies renders the fleet view; per-credential families only when
-// perCredential.
-func fleetFamilies(figures []credentialFigures, now time.Time, perCredential bool) []*dto.MetricFamily {
+// fleetFamilies renders the fleet view.
+func fleetFamilies(figures []credentialFigures, now time.Time) []*dto.MetricFamily {
 	counts := make(map[string]int, len(credentialStates))
 	behind := 0
 	n := len(figures)
-	if !perCredential {
-		n = 0
-	}
 	expiry, refresh := famTokenExpiry.gauges(n), famTokenRefresh.gauges(n)
 	success, failure := famLastSuccess.gauges(n), famLastFailure.gauges(0)
 	held, heldUntil, refused := famHeld.gauges(n), famHeldUntil.gauges(0), famRefusedLastHour.gauges(n)
@@ -116,9 +112,6 @@ func fleetFamilies(figures []credentialFigures, now time.Time, perCredential boo
 		counts[f.state]++
 		if f.behind(now) {
 			behind++
-		}
-		if !perCredential {
-			continue
 		}
 		// Sorted by label name, as the exposition format wants them.
 		labels := []*dto.LabelPair{labelPair("kind", f.kind), labelPair("name", f.name)}
@@ -160,15 +153,11 @@ func (b *backend) scrape(ctx context.Context, s logical.Storage) ([]byte, expfmt
 	if err != nil {
 		return nil, "", err
 	}
-	perCredential, err := b.metricsPerCredential(ctx, s)
-	if err != nil {
-		return nil, "", err
-	}
 	families, err := b.metrics.registry.Gather()
 	if err != nil {
 		return nil, "", err
 	}
-	families = append(families, fleetFamilies(figures, b.now(), perCredential)...)
+	families = append(families, fleetFamilies(figures, b.now())...)
 	format := expfmt.NewFormat(expfmt.TypeTextPlain)
 	var buf bytes.Buffer
 	buf.Grow(int(b.metrics.lastScrapeSize.Load()) + 4096)
@@ -192,8 +181,4 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 		logical.HTTPRawBody:     body,
 		logical.HTTPStatusCode:  http.StatusOK,
 	}}, nil
-}
-
-func (b *backend) metricsPerCredential(context.Context, logical.Storage) (bool, error) {
-	return true, nil
 }
