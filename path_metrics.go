@@ -38,7 +38,8 @@ Prometheus server scraping with a Vault token (Authorization: Bearer). The
 token needs read on this path only; labels carry credential names and kinds,
 never a token, a secret, a client ID or a username.
 
-Per credential (labels name and kind):
+Per credential (labels name and kind; left out when the mount setting
+metrics_per_credential is false):
   iris_credential_token_expiry_timestamp_seconds   from storage
   iris_credential_token_refresh_timestamp_seconds  from storage
   iris_credential_last_success_timestamp_seconds   per process
@@ -99,11 +100,15 @@ func labelPair(name, value string) *dto.LabelPair { return &dto.LabelPair{Name: 
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
-// fleetFamilies renders the fleet view.
-func fleetFamilies(figures []credentialFigures, now time.Time) []*dto.MetricFamily {
+// fleetFamilies renders the fleet view; per-credential families only when
+// perCredential.
+func fleetFamilies(figures []credentialFigures, now time.Time, perCredential bool) []*dto.MetricFamily {
 	counts := make(map[string]int, len(credentialStates))
 	behind := 0
 	n := len(figures)
+	if !perCredential {
+		n = 0
+	}
 	expiry, refresh := famTokenExpiry.gauges(n), famTokenRefresh.gauges(n)
 	success, failure := famLastSuccess.gauges(n), famLastFailure.gauges(0)
 	held, heldUntil, refused := famHeld.gauges(n), famHeldUntil.gauges(0), famRefusedLastHour.gauges(n)
@@ -112,6 +117,9 @@ func fleetFamilies(figures []credentialFigures, now time.Time) []*dto.MetricFami
 		counts[f.state]++
 		if f.behind(now) {
 			behind++
+		}
+		if !perCredential {
+			continue
 		}
 		// Sorted by label name, as the exposition format wants them.
 		labels := []*dto.LabelPair{labelPair("kind", f.kind), labelPair("name", f.name)}
@@ -153,11 +161,15 @@ func (b *backend) scrape(ctx context.Context, s logical.Storage) ([]byte, expfmt
 	if err != nil {
 		return nil, "", err
 	}
+	perCredential, err := b.metricsPerCredential(ctx, s)
+	if err != nil {
+		return nil, "", err
+	}
 	families, err := b.metrics.registry.Gather()
 	if err != nil {
 		return nil, "", err
 	}
-	families = append(families, fleetFamilies(figures, b.now())...)
+	families = append(families, fleetFamilies(figures, b.now(), perCredential)...)
 	format := expfmt.NewFormat(expfmt.TypeTextPlain)
 	var buf bytes.Buffer
 	buf.Grow(int(b.metrics.lastScrapeSize.Load()) + 4096)

@@ -317,3 +317,24 @@ func BenchmarkScrape(b *testing.B) {
 		})
 	}
 }
+
+func TestMetricsPerCredentialSetting(t *testing.T) {
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	require.Equal(t, true, env.mustRequest(logical.ReadOperation, "settings", nil).Data[keyMetricsPerCredential])
+
+	env.mustRequest(logical.UpdateOperation, "settings", map[string]interface{}{keyMetricsPerCredential: false})
+	require.Equal(t, false, env.mustRequest(logical.ReadOperation, "settings", nil).Data[keyMetricsPerCredential])
+	require.Equal(t, defaultMaxBackgroundGrants, env.mustRequest(logical.ReadOperation, "settings", nil).Data[keyMaxBackgroundGrants])
+	families, body := env.scrapeMetrics()
+	require.NotContains(t, body, "iris_credential_")
+	requireMetric(t, families, 1, "iris_credentials", "state", "healthy")
+
+	// Settings stored before the field existed keep per-credential series.
+	require.NoError(t, env.storage.Put(context.Background(), &logical.StorageEntry{Key: settingsStorageKey, Value: []byte(`{"max_background_grants":4}`)}))
+	data := env.mustRequest(logical.ReadOperation, "settings", nil).Data
+	require.Equal(t, true, data[keyMetricsPerCredential])
+	require.Equal(t, 4, data[keyMaxBackgroundGrants])
+	_, body = env.scrapeMetrics()
+	require.Contains(t, body, `iris_credential_token_expiry_timestamp_seconds{kind="api_user",name="demo"}`)
+}
