@@ -410,6 +410,9 @@ type scrapeResult struct {
 	bodyBytes                 int
 	baseline, during          loadResult // token/ reads without scrapes, then during them
 	hwmBeforeKiB, hwmAfterKiB int
+	// with metrics_per_credential=false
+	lean          loadResult
+	leanBodyBytes int
 }
 
 // scrapeCell reads iris/metrics as Prometheus would, and token/ of random
@@ -439,6 +442,15 @@ func (m *scaleMount) scrapeCell(t *testing.T, d time.Duration) {
 		t.Errorf("N=%d: %d of %d scrapes failed; first: %s", m.n, r.scrapes.errors, r.scrapes.requests, r.scrapes.firstError)
 	}
 	r.hwmAfterKiB = m.mem.current()
+
+	_, err = m.do(http.MethodPut, mountPath+"/settings", map[string]any{"metrics_per_credential": false}, http.StatusNoContent)
+	require.NoError(t, err)
+	body, err = m.do(http.MethodGet, mountPath+"/metrics", nil, http.StatusOK)
+	require.NoError(t, err)
+	r.leanBodyBytes = len(body)
+	r.lean = m.cell(t, "metrics/ read, metrics_per_credential=false", d, http.StatusOK, scrapeReq)
+	_, err = m.do(http.MethodPut, mountPath+"/settings", map[string]any{"metrics_per_credential": true}, http.StatusNoContent)
+	require.NoError(t, err)
 }
 
 // finishCells revokes the creds/ leases and measures config/ writes and
@@ -843,6 +855,13 @@ func scaleTable(ns []int, results map[int]*scaleResult) string {
 		s := r.scrape
 		return fmt.Sprintf("%d, %s / %s (%s); %.1f KiB", s.scrapes.requests, ms(s.scrapes.p50), ms(s.scrapes.max),
 			verdict(s.scrapes.max.Seconds(), 1), float64(s.bodyBytes)/1024)
+	})
+	row("`iris/metrics` scrape with metrics_per_credential=false: p50 / max; body size", func(r *scaleResult) string {
+		if r.scrape == nil {
+			return "–"
+		}
+		s := r.scrape
+		return fmt.Sprintf("%s / %s; %.1f KiB", ms(s.lean.p50), ms(s.lean.max), float64(s.leanBodyBytes)/1024)
 	})
 	row("`token/` during scrapes ÷ without, same minutes: p50, p99 (≤ 1.1)", func(r *scaleResult) string {
 		if r.scrape == nil {
