@@ -30,7 +30,7 @@ endif
 # that editing a test does not rebuild the binaries.
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './bin/*' -not -path './e2e/*') go.mod go.sum VERSION
 
-.PHONY: all build vault test test-unit test-e2e test-compat dev bench release fmt lint clean
+.PHONY: all build vault prometheus test test-unit test-e2e test-compat dev bench release fmt lint clean
 
 all: build
 
@@ -73,6 +73,12 @@ $(BIN_DIR)/vault: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go scri
 
 test: test-unit test-e2e
 
+# The monitoring tests (promtool rule tests, the e2e test against a real
+# Prometheus) need Debian's prometheus package; the script installs it when
+# missing, and IRIS_REQUIRE_PROMTOOL keeps those tests from skipping here.
+prometheus:
+	./scripts/install-prometheus.sh
+
 # The end-to-end suite against another Vault release, built like the pinned
 # one from the module proxy (scripts/build-vault.sh generates its tools
 # module); not part of make test. VAULT_SDK_VERSION overrides the sdk
@@ -82,11 +88,11 @@ test-compat:
 	VAULT_VERSION=$(VAULT_VERSION) VAULT_SDK_VERSION=$(VAULT_SDK_VERSION) ./scripts/build-vault.sh $(BIN_DIR)/vault-$(VAULT_VERSION)
 	$(MAKE) test-e2e VAULT_BIN=$(CURDIR)/$(BIN_DIR)/vault-$(VAULT_VERSION)
 
-test-unit:
-	$(GO) test -race -count=1 ./...
+test-unit: prometheus
+	IRIS_REQUIRE_PROMTOOL=1 $(GO) test -race -count=1 ./...
 
-test-e2e: $(VAULT_DEP) $(BIN_DIR)/e2e/$(PLUGIN)
-	VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/e2e/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
+test-e2e: $(VAULT_DEP) $(BIN_DIR)/e2e/$(PLUGIN) prometheus
+	IRIS_REQUIRE_PROMTOOL=1 VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/e2e/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
 		$(GO) test -race -count=1 -timeout 20m -tags e2e ./e2e/...
 
 dev: build $(VAULT_DEP)

@@ -30,6 +30,7 @@ type backend struct {
 
 	grants    *grantBook
 	refresher *backgroundRefresher
+	metrics   *mountMetrics
 	configs   *entryCache[apiUserConfig]
 	sessions  *entryCache[tokenSession]
 
@@ -99,12 +100,14 @@ func newBackend(opts backendOptions) *backend {
 	b.flightsIdle = sync.NewCond(&b.closeMu)
 	b.grants = newGrantBook(b.now)
 	b.refresher = newBackgroundRefresher()
+	b.metrics = newMountMetrics(b)
 	if b.client == nil {
 		b.client = newIRISClient(nil)
 	}
 	if b.client.Now == nil {
 		b.client.Now = b.now
 	}
+	b.client.Observe = b.metrics.observeAttempt
 
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
@@ -120,6 +123,7 @@ func newBackend(opts backendOptions) *backend {
 			pathCreds(b),
 			pathToken(b),
 			pathStatus(b),
+			pathMetrics(b),
 			pathSettings(b),
 		),
 		Secrets: []*framework.Secret{

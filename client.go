@@ -30,8 +30,11 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 	if err != nil {
 		return irisauth.Result{}, err
 	}
+	b.metrics.grantsInFlight.Inc()
 	res, err := b.client.Exchange(ctx, g)
+	b.metrics.grantsInFlight.Dec()
 	dropForeignRefreshToken(cfg, res.Token)
+	b.metrics.grantDone(ref.name, cfg.kind().name, g.Type, err, b.now())
 	b.grants.record(t, ref.name, cfg, g.Type, err)
 	if err != nil && refusesCredentials(g.Type, err) {
 		b.Logger().Warn("IRIS refused the API user's credentials; holding further grants back", "name", ref.name, "error", err)
@@ -52,6 +55,7 @@ func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Tok
 	}
 	t := b.grants.admitVerify(cfg)
 	res, err := b.client.Exchange(ctx, g)
+	b.metrics.countGrant(cfg.kind().name, g.Type, err)
 	dropForeignRefreshToken(cfg, res.Token)
 	b.grants.verifyDone(t, cfg)
 	return res.Token, err
@@ -89,6 +93,7 @@ func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUs
 	case irisauth.RefreshTokenRotated, irisauth.RefreshTokenUnused:
 		return res.Token, res.RefreshToken, err
 	}
+	b.metrics.refreshTokenDropped(res.RefreshToken)
 	b.Logger().Info("refresh token refused or possibly spent; logging in with the password grant instead",
 		"name", ref.name, "refresh_token", res.RefreshToken.String(), "error", err)
 	tok, err := b.logIn(ctx, ref, cfg, true)
@@ -99,22 +104,24 @@ func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUs
 // revocationURL, the endpoint in force when the token was issued, if there
 // was one and its host is still allowed; a failure is logged, never
 // returned, since Vault's side of a revocation must not depend on IRIS.
-// After an endpoint did not answer, calls are skipped for a while.
-func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, revocationURL, token, tokenTypeHint string) {
+// After an endpoint did not answer, calls are skipped for a while. It
+// reports whether IRIS confirmed the revocation.
+func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, revocationURL, token, tokenTypeHint string) (revoked bool) {
 	if revocationURL == "" || token == "" {
-		return
+		return false
 	}
 	if err := b.checkHost(ctx, keyRevocationURL, revocationURL); err != nil {
 		b.Logger().Warn("revoked in Vault only: the token's revocation endpoint may not be called", "name", name, "error", err)
-		return
+		return false
 	}
 	if b.grants.revocationPaused(name) {
 		b.Logger().Debug("skipping remote revocation: the endpoint did not answer recently", "name", name)
-		return
+		return false
 	}
 	err := b.client.Revoke(ctx, cfg.endpoint(), revocationURL, token, tokenTypeHint, cfg.revocationTimeout())
 	if err != nil {
 		b.grants.revocationFailed(name, cfg, err)
 		b.Logger().Warn("best-effort revocation at IRIS failed", "name", name, "error", err)
 	}
+	return err == nil
 }

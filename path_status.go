@@ -2,6 +2,7 @@ package iris
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -25,15 +26,81 @@ const (
 )
 
 func pathStatus(b *backend) []*framework.Path {
+	list := b.apiUserListPath("status", "api-user-statuses", "List the API users that have a status.",
+		"List the API users whose status can be read, or read the whole mount's.",
+		strings.TrimSpace(mountStatusHelp))
+	list.Operations[logical.ReadOperation] = &framework.PathOperation{
+		Callback: withFieldValidation(b.pathMountStatusRead),
+		Summary:  "Count the mount's credentials by state and name those that are not healthy.",
+	}
 	return []*framework.Path{
+		list,
 		apiUserPath("status", "read", "api-user-status", &framework.PathOperation{
 			Callback: b.pathStatusRead,
 			Summary:  "Show how an API user is doing, without any secret or token.",
 		}, "Show the health of an API user's token grants.", statusHelp),
-		b.apiUserListPath("status", "api-user-statuses", "List the API users that have a status.",
-			"List the API users whose status can be read.",
-			"Lists the names under config/, for monitoring that may read status/ but not config/."),
 	}
+}
+
+// maxNamesPerState bounds each list of names in the mount-wide status.
+const maxNamesPerState = 100
+
+const mountStatusHelp = `
+LIST status/ names the configured credentials, for monitoring that may read
+status/ but not config/.
+
+READ status (no name) answers the whole mount: "counts" has the number of
+credentials in each state, and for every state but healthy, "<state>" lists
+up to 100 names (sorted) and "<state>_truncated" says whether more were left
+out. Each credential is in the first state that applies:
+
+  held             IRIS refused its credentials and new grants are held back
+                   (see grants_held_until on status/<name>)
+  failing          the last grant sent for it failed
+  no_shared_token  token/ was read since the plugin started, but no
+                   unexpired shared token is stored
+  never_read       no unexpired shared token is stored, and token/ was not
+                   read since the plugin started (left to expire, or used
+                   only through creds/)
+  healthy          an unexpired shared token is stored and the last grant, if
+                   any, succeeded
+
+Whether a token is stored comes from storage; grants and reads are counted in
+memory by the node serving the mount and start afresh when the plugin
+restarts, so after a restart a failing credential shows as failing again only
+once a grant for it fails.
+`
+
+func (b *backend) pathMountStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	figures, err := b.fleet(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[string]interface{}, len(credentialStates))
+	names := make(map[string][]string, len(credentialStates))
+	for _, state := range credentialStates {
+		counts[state] = 0
+	}
+	for _, f := range figures {
+		counts[f.state] = counts[f.state].(int) + 1
+		names[f.state] = append(names[f.state], f.name)
+	}
+	data := map[string]interface{}{"counts": counts, "total": len(figures)}
+	for _, state := range credentialStates {
+		if state == stateHealthy {
+			continue
+		}
+		list := names[state]
+		data[state+"_truncated"] = len(list) > maxNamesPerState
+		if len(list) > maxNamesPerState {
+			list = list[:maxNamesPerState]
+		}
+		if list == nil {
+			list = []string{}
+		}
+		data[state] = list
+	}
+	return &logical.Response{Data: data}, nil
 }
 
 const statusHelp = `

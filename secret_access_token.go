@@ -95,6 +95,7 @@ func (b *backend) leaseAccessToken(ref apiUserRef, cfg *apiUserConfig, tok *iris
 	} else {
 		resp.Secret.MaxTTL = ttl
 	}
+	b.metrics.leasesIssued.WithLabelValues(cfg.kind().name).Inc()
 	return resp, nil
 }
 
@@ -224,6 +225,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	if cfg.MaxTTL > 0 {
 		resp.Secret.MaxTTL = min(resp.Secret.MaxTTL, cfg.MaxTTL)
 	}
+	b.metrics.leasesRenewed.WithLabelValues(cfg.kind().name).Inc()
 	b.Logger().Debug("lease renewed", "name", ref.name, "ttl", ttl.String())
 	return resp, nil
 }
@@ -298,6 +300,7 @@ func (b *backend) sweepSpentRefreshTokens(ctx context.Context, s logical.Storage
 // token, once this returns. Its token is revoked remotely only at the
 // revocation endpoint in force when it was issued.
 func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.metrics.leasesRevoked.WithLabelValues("local").Inc()
 	name := internalString(req.Secret, internalConfigName)
 	cfg, err := b.config(ctx, req.Storage, name)
 	if err != nil || cfg == nil || cfg.identity() != leaseAPIUserID(req.Secret) {
@@ -312,7 +315,9 @@ func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _
 	if token == "" {
 		return nil, nil
 	}
-	b.revokeAtIRIS(ctx, name, cfg, leaseRevocationURL(req.Secret, cfg), token, hint)
+	if b.revokeAtIRIS(ctx, name, cfg, leaseRevocationURL(req.Secret, cfg), token, hint) {
+		b.metrics.leasesRevoked.WithLabelValues("remote").Inc()
+	}
 	return nil, nil
 }
 

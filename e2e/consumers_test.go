@@ -296,7 +296,8 @@ func testCredsPolicy(t *testing.T, v *vaultServer, em *emulator) {
 	v.checkWidenedAllows(t, policyCreds, refusals)
 }
 
-// testMonitoringPolicy: status/ read and list, never a token or a secret.
+// testMonitoringPolicy: metrics/ and status/ (the mount's and each name's)
+// read, status/ listed, never a token or a secret.
 func testMonitoringPolicy(t *testing.T, v *vaultServer, em *emulator) {
 	token := v.tokenWithPolicies(t, false, policyMonitoring)
 	// A shared token for status/ to report on.
@@ -327,9 +328,27 @@ func testMonitoringPolicy(t *testing.T, v *vaultServer, em *emulator) {
 		require.NotContains(t, status.Data, key)
 	}
 
+	out = v.cliWithToken(t, token, "read", "-format=json", mountPath+"/status")
+	require.Zero(t, out.ExitCode, "%s", out)
+	var mount struct {
+		Data struct {
+			Counts map[string]int `json:"counts"`
+			Total  int            `json:"total"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out.Stdout), &mount))
+	require.GreaterOrEqual(t, mount.Data.Total, 2)
+	require.GreaterOrEqual(t, mount.Data.Counts["healthy"], 1, "%s", out.Stdout)
+
+	res := v.rawAs(t, token, "GET", mountPath+"/metrics", nil)
+	require.Equal(t, http.StatusOK, res.Status, "%s", res.Raw)
+	require.Contains(t, res.Raw, `iris_credential_token_expiry_timestamp_seconds{kind="api_user",name="`+consumerName+`"}`)
+	assertNoTokenIn(t, em, res.Raw, "metrics/ read by monitoring")
+
 	refusals := append([]refusal{
 		{"the shared token", "GET", mountPath + "/token/" + consumerName, nil},
 		{"creds/", "GET", mountPath + "/creds/" + consumerName, nil},
+		{"the mount's settings", "GET", mountPath + "/settings", nil},
 	}, readsConfig(consumerName)...)
 	v.checkRefusals(t, token, refusals)
 	v.checkWidenedAllows(t, policyMonitoring, refusals)

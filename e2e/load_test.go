@@ -459,6 +459,14 @@ func watchPluginMemory(t testing.TB, v *vaultServer) *memoryWatch {
 	return w
 }
 
+// current is the plugin's VmHWM so far, without stopping the watch.
+func (w *memoryWatch) current() int {
+	w.sample()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.peak.hwmKiB
+}
+
 func (w *memoryWatch) stop() memoryPeak {
 	w.stopOnce.Do(func() {
 		close(w.done)

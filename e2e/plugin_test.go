@@ -77,7 +77,13 @@ var pluginPaths = []pluginPath{
 		route:    "^settings$",
 		openAPI:  "/" + mountPath + "/settings",
 		methods:  []string{"get", "post"},
-		fields:   []string{"max_background_grants"},
+		fields:   []string{"max_background_grants", "metrics_per_credential"},
+	},
+	{
+		helpPath: mountPath + "/metrics",
+		route:    "^metrics$",
+		openAPI:  "/" + mountPath + "/metrics",
+		methods:  []string{"get"},
 	},
 }
 

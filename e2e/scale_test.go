@@ -116,6 +116,9 @@ func TestScale(t *testing.T) {
 		}
 	}
 	for _, m := range mounts {
+		m.scrapeCell(t, duration)
+	}
+	for _, m := range mounts {
 		m.finishCells(t, duration)
 	}
 	for _, m := range mounts {
@@ -162,6 +165,7 @@ type scaleResult struct {
 	hwmKiB                int
 	due                   *dueResult
 	restart               *restartResult
+	scrape                *scrapeResult
 	credsLeases           int
 	revokeTime            time.Duration
 	dueBeganDuringOthers  bool
@@ -398,6 +402,55 @@ func merge(a, b loadResult) loadResult {
 		out.max = all[len(all)-1]
 	}
 	return out
+}
+
+// scrapeResult is what the scrape cell measured.
+type scrapeResult struct {
+	scrapes                   loadResult // iris/metrics reads, one after another
+	bodyBytes                 int
+	baseline, during          loadResult // token/ reads without scrapes, then during them
+	hwmBeforeKiB, hwmAfterKiB int
+	// with metrics_per_credential=false
+	lean          loadResult
+	leanBodyBytes int
+}
+
+// scrapeCell reads iris/metrics as Prometheus would, and token/ of random
+// users for d without scrapes and then for d while one client scrapes
+// without pause, so that every read overlaps a scrape.
+func (m *scaleMount) scrapeCell(t *testing.T, d time.Duration) {
+	t.Helper()
+	r := &scrapeResult{hwmBeforeKiB: m.mem.current()}
+	m.res.scrape = r
+	tokenReq := func() *http.Request { return m.request(http.MethodGet, mountPath+"/token/"+m.randomName(), nil) }
+	scrapeReq := func() *http.Request { return m.request(http.MethodGet, mountPath+"/metrics", nil) }
+	body, err := m.do(http.MethodGet, mountPath+"/metrics", nil, http.StatusOK)
+	require.NoError(t, err)
+	r.bodyBytes = len(body)
+	series := strings.Count(string(body), "\niris_credential_token_expiry_timestamp_seconds{")
+	require.Equal(t, m.n, series, "one expiry series per API user")
+	r.baseline = m.cell(t, "token/ read, no scrape", d, http.StatusOK, tokenReq)
+	scrapeClient := &http.Client{Timeout: cliTimeout}
+	defer scrapeClient.CloseIdleConnections()
+	scraped := make(chan loadResult, 1)
+	go func() {
+		scraped <- runLoad(scrapeClient, loadTarget{label: "metrics/ read", newRequest: scrapeReq, ok: http.StatusOK}, 1, d)
+	}()
+	r.during = m.cell(t, "token/ read during scrapes", d, http.StatusOK, tokenReq)
+	r.scrapes = <-scraped
+	if r.scrapes.errors > 0 {
+		t.Errorf("N=%d: %d of %d scrapes failed; first: %s", m.n, r.scrapes.errors, r.scrapes.requests, r.scrapes.firstError)
+	}
+	r.hwmAfterKiB = m.mem.current()
+
+	_, err = m.do(http.MethodPut, mountPath+"/settings", map[string]any{"metrics_per_credential": false}, http.StatusNoContent)
+	require.NoError(t, err)
+	body, err = m.do(http.MethodGet, mountPath+"/metrics", nil, http.StatusOK)
+	require.NoError(t, err)
+	r.leanBodyBytes = len(body)
+	r.lean = m.cell(t, "metrics/ read, metrics_per_credential=false", d, http.StatusOK, scrapeReq)
+	_, err = m.do(http.MethodPut, mountPath+"/settings", map[string]any{"metrics_per_credential": true}, http.StatusNoContent)
+	require.NoError(t, err)
 }
 
 // finishCells revokes the creds/ leases and measures config/ writes and
@@ -794,6 +847,36 @@ func scaleTable(ns []int, results map[int]*scaleResult) string {
 	})
 	dueRow(fmt.Sprintf("`token/` reads of random users meanwhile (%d/s): requests, p50 / p99 / max", scaleReaderRate), func(d *dueResult) string {
 		return fmt.Sprintf("%d, %s / %s / %s", d.readers.requests, ms(d.readers.p50), ms(d.readers.p99), ms(d.readers.max))
+	})
+	row("`iris/metrics` scrape, one after another: scrapes, p50 / max (< 1 s); body size", func(r *scaleResult) string {
+		if r.scrape == nil {
+			return "–"
+		}
+		s := r.scrape
+		return fmt.Sprintf("%d, %s / %s (%s); %.1f KiB", s.scrapes.requests, ms(s.scrapes.p50), ms(s.scrapes.max),
+			verdict(s.scrapes.max.Seconds(), 1), float64(s.bodyBytes)/1024)
+	})
+	row("`iris/metrics` scrape with metrics_per_credential=false: p50 / max; body size", func(r *scaleResult) string {
+		if r.scrape == nil {
+			return "–"
+		}
+		s := r.scrape
+		return fmt.Sprintf("%s / %s; %.1f KiB", ms(s.lean.p50), ms(s.lean.max), float64(s.leanBodyBytes)/1024)
+	})
+	row("`token/` during scrapes ÷ without, same minutes: p50, p99 (≤ 1.1)", func(r *scaleResult) string {
+		if r.scrape == nil {
+			return "–"
+		}
+		s := r.scrape
+		p50 := float64(s.during.p50) / float64(s.baseline.p50)
+		p99 := float64(s.during.p99) / float64(s.baseline.p99)
+		return fmt.Sprintf("%.2f (%s), %.2f (%s)", p50, verdict(p50, 1.1), p99, verdict(p99, 1.1))
+	})
+	row("Plugin VmHWM before → after the scrape cell", func(r *scaleResult) string {
+		if r.scrape == nil {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f → %.1f MiB", float64(r.scrape.hwmBeforeKiB)/1024, float64(r.scrape.hwmAfterKiB)/1024)
 	})
 	row("Plugin peak RSS (VmHWM) (< 64 MiB at 1 000, < 128 MiB at 10 000); above N = 1, per API user", func(r *scaleResult) string {
 		mib := float64(r.hwmKiB) / 1024

@@ -19,6 +19,9 @@ type Client struct {
 	// Now and Sleep are the client's view of time, replaceable in tests.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Observe, when set, sees every failed attempt, retried or not: a
+	// retried 429 never reaches the caller otherwise.
+	Observe func(*Error)
 }
 
 // NewClient returns a client with the default HTTP client and retry policy.
@@ -114,6 +117,9 @@ func (c *Client) exchange(ctx context.Context, g Grant) (*Token, *Error) {
 			return tok, nil
 		}
 		err.Attempts = attempt
+		if c.Observe != nil {
+			c.Observe(err)
+		}
 		c.logger().Debug("IRIS token request failed", "grant", g.Type, "attempt", attempt, "kind", err.Kind,
 			"status", err.Status, "oauth_error", err.Code)
 		if attempt >= policy.MaxAttempts || ctx.Err() != nil || !mayRetry(g, err) {
