@@ -232,11 +232,14 @@ func TestMetricsPerMount(t *testing.T) {
 }
 
 func TestMountStatus(t *testing.T) {
-	env := newTestEnv(t)
+	// The idle names are another API user's: a hold is per upstream
+	// identity and shows on every name that shares it.
+	idleUser := iristest.User{ClientID: "0oa-idle-client", ClientSecret: "idle-client-secret-never-shown", Username: "idle-api-user", Password: "idle-pa55word-never-shown"}
+	env := newTestEnv(t, demoUser, idleUser)
 	env.writeConfig("demo", demoUser, nil)
 	env.readToken("demo")
 	for i := range maxNamesPerState + 1 {
-		env.writeConfig(fmt.Sprintf("idle-%03d", i), demoUser, map[string]interface{}{"verify": false})
+		env.writeConfig(fmt.Sprintf("idle-%03d", i), idleUser, map[string]interface{}{"verify": false})
 	}
 	status := env.mustRequest(logical.ReadOperation, "status", nil).Data
 	require.Equal(t, map[string]interface{}{stateHealthy: 1, stateHeld: 0, stateFailing: 0, stateNoSharedToken: 0, stateNeverRead: maxNamesPerState + 1}, status["counts"])
@@ -261,7 +264,6 @@ func TestMountStatus(t *testing.T) {
 	require.Equal(t, 0, status["counts"].(map[string]interface{})[stateHealthy])
 
 	// Read, and its shared token gone since: wanted, but not held.
-	env.iris.SetPassword(demoUser.Username, demoUser.Password)
 	env.readToken("idle-001")
 	require.NoError(t, env.b.sessions.delete(context.Background(), env.storage, "idle-001"))
 	status = env.mustRequest(logical.ReadOperation, "status", nil).Data

@@ -547,10 +547,13 @@ func TestClientTimeouts(t *testing.T) {
 		start := time.Now()
 		_, err := h.PasswordGrant(context.Background(), credentialsFor(srv.TokenURL, clientUser), time.Second)
 		elapsed := time.Since(start)
-		e := requireClientError(t, err, KindUnavailable)
+		// On a loaded machine the budget may end during an attempt rather
+		// than during a wait: either way it bounded the call.
+		var e *Error
+		require.ErrorAs(t, err, &e)
+		require.Contains(t, []ErrorKind{KindUnavailable, KindTimeout}, e.Kind, "%v", err)
 		require.Less(t, e.Attempts, 10)
 		require.Less(t, elapsed, 2*time.Second)
-		require.Contains(t, err.Error(), "HTTP 503 after")
 	})
 }
 
