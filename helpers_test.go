@@ -89,7 +89,8 @@ func (env *testEnv) newBackend() (*backend, logical.Storage, *logical.StaticSyst
 		DefaultLeaseTTLVal: 24 * time.Hour,
 		MaxLeaseTTLVal:     32 * 24 * time.Hour,
 	}
-	conf.System = sysView
+	portable := &portableSystemView{StaticSystemView: sysView}
+	conf.System = portable
 	storage := &logical.InmemStorage{}
 	conf.StorageView = storage
 	require.NoError(env.t, b.Setup(context.Background(), conf))
@@ -97,6 +98,7 @@ func (env *testEnv) newBackend() (*backend, logical.Storage, *logical.StaticSyst
 		// As Vault does when it unmounts: background grants stop.
 		b.Cleanup(context.Background())
 		b.refresher.wait()
+		portable.checkPortable(env.t)
 	})
 	return b, storage, sysView
 }
