@@ -94,9 +94,10 @@ endif
 test-unit:
 	$(GO) test -race -count=1 ./...
 
+# E2E_FLAGS adds go test flags (-v lists every test and why it was skipped).
 test-e2e: $(VAULT_DEP) $(BIN_DIR)/e2e/$(PLUGIN)
 	VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/e2e/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
-		$(GO) test -race -count=1 -timeout 20m -tags e2e ./e2e/...
+		$(GO) test -race -count=1 -timeout 20m -tags e2e $(E2E_FLAGS) ./e2e/...
 
 dev: build $(VAULT_DEP)
 	VAULT_BIN=$(VAULT_BIN) PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) EMULATOR_BIN=$(CURDIR)/$(BIN_DIR)/iris-emulator \

@@ -64,6 +64,28 @@ func (p product) String() string {
 // under this product's prefix.
 func (p product) env(name, value string) string { return p.envPrefix + name + "=" + value }
 
+// serverConfig is what the config file of every cluster node adds for this
+// product. OpenBao (2.5 and later) serves reads on standby nodes of a Raft
+// cluster by default, where the standby's router may not yet know a mount
+// the active node just made (seen: "no handler for route iris/config/..."
+// from a standby); the suite runs OpenBao clusters as Vault runs them, with
+// every request forwarded to the active node.
+func (p product) serverConfig() string {
+	if p.name == "OpenBao" {
+		return "disable_standby_reads = true\n"
+	}
+	return ""
+}
+
+// pluginReloadArgs is `plugin reload` of a plugin by name: OpenBao's CLI has
+// no -type flag (it reloads the plugin of that name whatever its type).
+func (p product) pluginReloadArgs(pluginType, name string) []string {
+	if p.name == "OpenBao" {
+		return []string{"plugin", "reload", "-plugin=" + name}
+	}
+	return []string{"plugin", "reload", "-type=" + pluginType, "-plugin=" + name}
+}
+
 // atLeast reports whether p is release major.minor.patch or later.
 func (p product) atLeast(v [3]int) bool {
 	for i := range v {
