@@ -49,7 +49,7 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     # name the releases cut from them.
     sdk=$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")
     api=$(awk '$1 == "github.com/hashicorp/vault/api" && $2 ~ /^v/ { print $2; exit }' "$gomod")
-    nosumdb=
+    nosumdb= replaces=
     why="as its go.mod requires"
     # Releases that do not compile against what their go.mod requires, with
     # the nearest pairing that does (tried here).
@@ -62,12 +62,25 @@ if [ -n "${VAULT_VERSION:-}" ]; then
         sdk=v0.17.0 api=v1.16.0 nosumdb=github.com/hashicorp/vault-plugin-database-snowflake
         why="its go.mod's sdk v0.15.2 lacks consts.PluginTier"
         ;;
+      v1.17.6)
+        # Its go.mod requires github.com/pires/go-proxyproto v1.0.0, which
+        # the proxy refuses ("403 This module version is not available"), and
+        # replaces it with a fork; a dependency's replace directives do not
+        # apply to the module that requires it, so ours repeats that one.
+        # (Its other replaces, and those of later releases, are left out:
+        # the builds compile without them, and 1.18's and 1.19's
+        # github.com/Jeffail/keyring is refused by the proxy too.)
+        replaces=github.com/pires/go-proxyproto@v1.0.0=github.com/peteski22/go-proxyproto@v1.0.0
+        ;;
     esac
     if [ -n "${VAULT_SDK_VERSION:-}" ]; then
       sdk=$VAULT_SDK_VERSION why="VAULT_SDK_VERSION"
     fi
-    echo "Vault $VAULT_VERSION: sdk $sdk, api $api ($why)${nosumdb:+, GONOSUMDB=$nosumdb}" >"$src/pairing"
+    echo "Vault $VAULT_VERSION: sdk $sdk, api $api ($why)${nosumdb:+, GONOSUMDB=$nosumdb}${replaces:+, replace $replaces}" >"$src/pairing"
     cat "$src/pairing" >&2
+    for r in $replaces; do
+      (cd "$src" && go mod edit -replace "$r")
+    done
     (cd "$src" && GONOSUMDB=${GONOSUMDB:-}${nosumdb:+,$nosumdb} go get "github.com/hashicorp/vault/command@$VAULT_VERSION" \
       "github.com/hashicorp/vault/sdk@$sdk" "github.com/hashicorp/vault/api@$api")
     touch "$src/.generated"
