@@ -8,6 +8,9 @@
 #             release binaries for every platform and SHA256SUMS in dist/
 # make test-compat VAULT_VERSION=vX.Y.Z
 #             the end-to-end tests against another Vault release
+# make test-compat OPENBAO_SRC=DIR
+#             the end-to-end tests against OpenBao, built from a source
+#             checkout in DIR
 
 GO        ?= go
 # The VERSION file is the one place the version lives; a plain go build
@@ -81,19 +84,26 @@ prometheus:
 
 # The end-to-end suite against another Vault release, built like the pinned
 # one from the module proxy (scripts/build-vault.sh generates its tools
-# module); not part of make test. VAULT_SDK_VERSION overrides the sdk
-# release (see the script).
+# module and prints the sdk and api releases it pairs it with), or against
+# OpenBao built from a source checkout (scripts/build-openbao.sh); not part
+# of make test. VAULT_SDK_VERSION overrides the sdk release.
 test-compat:
-	@test -n "$(VAULT_VERSION)" || { echo "usage: make test-compat VAULT_VERSION=vX.Y.Z" >&2; exit 1; }
+ifneq ($(OPENBAO_SRC),)
+	OPENBAO_SRC=$(OPENBAO_SRC) ./scripts/build-openbao.sh $(BIN_DIR)/bao
+	$(MAKE) test-e2e VAULT_BIN=$(CURDIR)/$(BIN_DIR)/bao
+else
+	@test -n "$(VAULT_VERSION)" || { echo "usage: make test-compat VAULT_VERSION=vX.Y.Z, or OPENBAO_SRC=DIR" >&2; exit 1; }
 	VAULT_VERSION=$(VAULT_VERSION) VAULT_SDK_VERSION=$(VAULT_SDK_VERSION) ./scripts/build-vault.sh $(BIN_DIR)/vault-$(VAULT_VERSION)
 	$(MAKE) test-e2e VAULT_BIN=$(CURDIR)/$(BIN_DIR)/vault-$(VAULT_VERSION)
+endif
 
 test-unit: prometheus
 	IRIS_REQUIRE_PROMTOOL=1 $(GO) test -race -count=1 ./...
 
+# E2E_FLAGS adds go test flags (-v lists every test and why it was skipped).
 test-e2e: $(VAULT_DEP) $(BIN_DIR)/e2e/$(PLUGIN) prometheus
 	IRIS_REQUIRE_PROMTOOL=1 VAULT_BIN=$(VAULT_BIN) IRIS_PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/e2e/$(PLUGIN) IRIS_PLUGIN_VERSION=$(VERSION) \
-		$(GO) test -race -count=1 -timeout 20m -tags e2e ./e2e/...
+		$(GO) test -race -count=1 -timeout 45m -tags e2e $(E2E_FLAGS) ./e2e/...
 
 dev: build $(VAULT_DEP)
 	VAULT_BIN=$(VAULT_BIN) PLUGIN_BIN=$(CURDIR)/$(BIN_DIR)/$(PLUGIN) EMULATOR_BIN=$(CURDIR)/$(BIN_DIR)/iris-emulator \

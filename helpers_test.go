@@ -110,7 +110,8 @@ func (env *testEnv) newUpgradedBackend(storage logical.Storage) (*backend, logic
 		DefaultLeaseTTLVal: 24 * time.Hour,
 		MaxLeaseTTLVal:     32 * 24 * time.Hour,
 	}
-	conf.System = sysView
+	portable := &portableSystemView{StaticSystemView: sysView}
+	conf.System = portable
 	conf.StorageView = storage
 	require.NoError(env.t, b.Setup(context.Background(), conf))
 	require.NoError(env.t, b.Initialize(context.Background(), &logical.InitializationRequest{Storage: storage}))
@@ -118,6 +119,7 @@ func (env *testEnv) newUpgradedBackend(storage logical.Storage) (*backend, logic
 		// As Vault does when it unmounts: background grants stop.
 		b.Cleanup(context.Background())
 		b.refresher.wait()
+		portable.checkPortable(env.t)
 	})
 	return b, storage, sysView
 }

@@ -21,7 +21,7 @@ type vaultAgent struct {
 	logPath     string
 }
 
-// startAgent runs `vault agent` against v, authenticated with v's root token
+// startAgent runs `vault agent` (`bao agent` on OpenBao) against v, authenticated with v's root token
 // through a token file, rendering tmpl (consul-template syntax) to a file.
 // Use waitRendered to read it.
 func startAgent(t testing.TB, v *vaultServer, tmpl string) *vaultAgent {
@@ -68,8 +68,8 @@ template_config {
 	cfgPath := filepath.Join(dir, "agent.hcl")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o600))
 
-	v.rec.addLogFile("vault agent log", a.logPath)
-	a.proc = startProcess(t, "vault agent", a.logPath, childEnv("HOME="+dir), vaultBin,
+	v.rec.addLogFile(server.cli+" agent log", a.logPath)
+	a.proc = startProcess(t, server.cli+" agent", a.logPath, childEnv("HOME="+dir), vaultBin,
 		"agent", "-config="+cfgPath, "-log-level=trace")
 	return a
 }

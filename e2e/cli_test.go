@@ -25,7 +25,7 @@ type cliResult struct {
 }
 
 func (r cliResult) String() string {
-	return fmt.Sprintf("vault %s: exit %d\nstdout:\n%s\nstderr:\n%s", commandName(r.args), r.ExitCode, r.Stdout, r.Stderr)
+	return fmt.Sprintf("%s %s: exit %d\nstdout:\n%s\nstderr:\n%s", server.cli, commandName(r.args), r.ExitCode, r.Stdout, r.Stderr)
 }
 
 // commandName is the subcommand without arguments, which may hold secrets.
@@ -40,8 +40,8 @@ func commandName(args []string) string {
 	return strings.Join(words, " ")
 }
 
-// cli runs the real vault CLI against this server with the root token. Its
-// output is recorded for the secret-leak check.
+// cli runs the real vault CLI (bao on OpenBao) against this server with the
+// root token. Its output is recorded for the secret-leak check.
 func (v *vaultServer) cli(t testing.TB, args ...string) cliResult {
 	t.Helper()
 	return v.cliWithToken(t, v.rootToken(), args...)
@@ -53,8 +53,8 @@ func (v *vaultServer) cliWithToken(t testing.TB, token string, args ...string) c
 	defer cancel()
 	cmd := exec.CommandContext(ctx, vaultBin, args...)
 	cmd.Env = childEnv(
-		"VAULT_ADDR="+v.address(),
-		"VAULT_TOKEN="+token,
+		server.env("ADDR", v.address()),
+		server.env("TOKEN", token),
 		// The CLI's token helper and config live under HOME.
 		"HOME="+filepath.Join(v.dir, "home"),
 	)
@@ -68,9 +68,9 @@ func (v *vaultServer) cliWithToken(t testing.TB, token string, args ...string) c
 	case errors.As(err, &exitErr):
 		res.ExitCode = exitErr.ExitCode()
 	default:
-		t.Fatalf("running vault %s: %v", commandName(args), err)
+		t.Fatalf("running %s %s: %v", server.cli, commandName(args), err)
 	}
-	v.rec.addOutput("cli: vault "+commandName(args), res.Stdout+"\n"+res.Stderr)
+	v.rec.addOutput("cli: "+server.cli+" "+commandName(args), res.Stdout+"\n"+res.Stderr)
 	return res
 }
 
@@ -88,7 +88,7 @@ func (v *vaultServer) mustCLI(t testing.TB, args ...string) string {
 func (v *vaultServer) cliJSON(t testing.TB, out any, args ...string) {
 	t.Helper()
 	stdout := v.mustCLI(t, args...)
-	require.NoError(t, json.Unmarshal([]byte(stdout), out), "vault %s printed:\n%s", commandName(args), stdout)
+	require.NoError(t, json.Unmarshal([]byte(stdout), out), "%s %s printed:\n%s", server.cli, commandName(args), stdout)
 }
 
 // cliFails runs a command that must fail and returns its result.

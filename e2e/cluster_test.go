@@ -80,7 +80,7 @@ api_addr         = "http://127.0.0.1:%d"
 cluster_addr     = "https://127.0.0.1:%d"
 disable_mlock    = true
 log_level        = "trace"
-`, filepath.Join(dir, "raft"), i, join, ps[i].api, ps[i].cluster, c.pluginDir, ps[i].api, ps[i].cluster)
+`, filepath.Join(dir, "raft"), i, join, ps[i].api, ps[i].cluster, c.pluginDir, ps[i].api, ps[i].cluster) + server.serverConfig()
 		cfgPath := filepath.Join(dir, "server.hcl")
 		require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o600))
 		c.configs = append(c.configs, cfgPath)

@@ -1,7 +1,7 @@
 //go:build e2e
 
-// Package e2e tests the plugin the way users run it: a real Vault server
-// started from VAULT_BIN, the plugin binary from IRIS_PLUGIN_BIN registered by
+// Package e2e tests the plugin the way users run it: a real Vault (or
+// OpenBao) server started from VAULT_BIN, the plugin binary from IRIS_PLUGIN_BIN registered by
 // SHA-256 and version, driven through the real `vault` CLI and the HTTP API,
 // against the in-process IRIS emulator. Run it with `make test-e2e`.
 //
@@ -11,7 +11,8 @@
 // deadlines.
 //
 // The harness, by concern: harness_test.go (settings, TestMain, small
-// helpers), process_test.go (supervised child processes, with the
+// helpers), product_test.go (Vault or OpenBao, which release, and the
+// features a test may need), process_test.go (supervised child processes, with the
 // platform-specific parts in process_linux_test.go, process_unix_test.go and
 // process_other_test.go), server_test.go (Vault servers), catalog_test.go
 // (plugin registration), cli_test.go (the vault CLI), api_test.go (the HTTP
@@ -90,6 +91,12 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
+	var err error
+	if server, err = detectProduct(vaultBin); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		os.Exit(2)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: against %s (%s)\n", server, server.banner)
 	os.Exit(m.Run())
 }
 
@@ -118,11 +125,12 @@ func freePort(t testing.TB, pair bool) int {
 }
 
 // childEnv is the environment for Vault processes: ours without any VAULT_*
-// setting that could point a command at another server, plus extra.
+// or BAO_* setting that could point a command at another server (OpenBao
+// reads both), plus extra.
 func childEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VAULT_") {
+		if !strings.HasPrefix(kv, "VAULT_") && !strings.HasPrefix(kv, "BAO_") {
 			env = append(env, kv)
 		}
 	}

@@ -651,7 +651,7 @@ func testPluginReload(t *testing.T, v *vaultServer) {
 	v.writeConfig(t, name, em, "renewable_leases=true")
 	lt := v.readCreds(t, name)
 
-	out := v.mustCLI(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName)
+	out := v.mustCLI(t, server.pluginReloadArgs("secret", pluginName)...)
 	assert.Contains(t, out, "Reloaded")
 
 	assert.Equal(t, em.User.ClientID, v.readConfig(t, name).ClientID)

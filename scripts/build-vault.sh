@@ -6,15 +6,18 @@
 # the cache directory instead: the same main.go, with the
 # github.com/hashicorp/vault/sdk and /api releases that Vault's own go.mod
 # requires (newer SDK releases do not compile against older Vault releases).
-# VAULT_SDK_VERSION picks another sdk release, for a Vault release built
-# from an sdk directory between two releases; delete the generated module
-# to regenerate it. (Vault v1.20.0 to v1.20.4 are such releases: they compile
-# against neither sdk v0.18.0, which their go.mod requires, nor v0.19.0.)
+# Where a release does not compile against those, the case below pairs it
+# with the nearest releases that do, and says why; the script prints the
+# pairing it used. VAULT_SDK_VERSION picks another sdk release (its own
+# generated module). (Vault v1.20.0 to v1.20.4 compile against no released
+# sdk: neither v0.18.0, which their go.mod requires, nor v0.19.0.)
 #
 # The binary is cached outside the work tree, keyed by the tools module's
-# contents (or by VAULT_VERSION), so that fresh clones on the same machine
+# contents, so that fresh clones on the same machine
 # (CI among them) reuse one build: a cold build downloads about 1.5 GB of
-# modules and compiles for about ten minutes on two cores.
+# modules and compiles for about ten minutes on two cores. With
+# VAULT_FETCH_ONLY=1 the script only generates the tools module, which
+# downloads the modules, and stops before compiling.
 #
 # A module the checksum database does not know fails `go get` with "verifying
 # module: ... 404 Not Found" (seen for Vault v1.20.0's
@@ -32,9 +35,8 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     v[0-9]*.[0-9]*.[0-9]*) ;;
     *) echo "VAULT_VERSION=$VAULT_VERSION is not a release like v1.20.0" >&2; exit 1 ;;
   esac
-  src="$cache_dir/tools-vault-$VAULT_VERSION"
-  cached="$cache_dir/compat-vault-$VAULT_VERSION"
-  if [ ! -x "$cached" ] && [ ! -f "$src/.generated" ]; then
+  src="$cache_dir/tools-vault-$VAULT_VERSION${VAULT_SDK_VERSION:+-sdk-$VAULT_SDK_VERSION}"
+  if [ ! -f "$src/.generated" ]; then
     echo "generating a tools module for Vault $VAULT_VERSION in $src" >&2
     rm -rf "$src"
     mkdir -p "$src"
@@ -45,13 +47,49 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     [ -f "$gomod" ] || { echo "no go.mod for github.com/hashicorp/vault@$VAULT_VERSION" >&2; exit 1; }
     # Vault replaces sdk and api with its own directories; the require lines
     # name the releases cut from them.
-    sdk=${VAULT_SDK_VERSION:-$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")}
+    sdk=$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")
     api=$(awk '$1 == "github.com/hashicorp/vault/api" && $2 ~ /^v/ { print $2; exit }' "$gomod")
-    echo "Vault $VAULT_VERSION: building with sdk $sdk and api $api" >&2
-    (cd "$src" && go get "github.com/hashicorp/vault/command@$VAULT_VERSION" \
+    nosumdb= replaces=
+    why="as its go.mod requires"
+    # Releases that do not compile against what their go.mod requires, with
+    # the nearest pairing that does (tried here).
+    case "$VAULT_VERSION" in
+      v1.19.5)
+        # sdk v0.15.2 lacks consts.PluginTier ("undefined: consts.PluginTier");
+        # v0.17.0 is the oldest sdk release the proxy serves that has it, and
+        # the checksum database does not know the snowflake plugin v0.13.1
+        # that v1.19.5 requires.
+        sdk=v0.17.0 api=v1.16.0 nosumdb=github.com/hashicorp/vault-plugin-database-snowflake
+        why="its go.mod's sdk v0.15.2 lacks consts.PluginTier"
+        ;;
+      v1.17.6)
+        # Its go.mod requires github.com/pires/go-proxyproto v1.0.0, which
+        # the proxy refuses ("403 This module version is not available"), and
+        # replaces it with a fork; a dependency's replace directives do not
+        # apply to the module that requires it, so ours repeats that one.
+        # (Its other replaces, and those of later releases, are left out:
+        # the builds compile without them, and 1.18's and 1.19's
+        # github.com/Jeffail/keyring is refused by the proxy too.)
+        replaces=github.com/pires/go-proxyproto@v1.0.0=github.com/peteski22/go-proxyproto@v1.0.0
+        ;;
+    esac
+    if [ -n "${VAULT_SDK_VERSION:-}" ]; then
+      sdk=$VAULT_SDK_VERSION why="VAULT_SDK_VERSION"
+    fi
+    echo "Vault $VAULT_VERSION: sdk $sdk, api $api ($why)${nosumdb:+, GONOSUMDB=$nosumdb}${replaces:+, replace $replaces}" >"$src/pairing"
+    cat "$src/pairing" >&2
+    for r in $replaces; do
+      (cd "$src" && go mod edit -replace "$r")
+    done
+    (cd "$src" && GONOSUMDB=${GONOSUMDB:-}${nosumdb:+,$nosumdb} go get "github.com/hashicorp/vault/command@$VAULT_VERSION" \
       "github.com/hashicorp/vault/sdk@$sdk" "github.com/hashicorp/vault/api@$api")
     touch "$src/.generated"
+  else
+    cat "$src/pairing" >&2
   fi
+  key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)
+  cached="$cache_dir/compat-vault-$VAULT_VERSION-$key"
+  [ -z "${VAULT_FETCH_ONLY:-}" ] || exit 0
 else
   src="$root/tools/vault"
   key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)
