@@ -35,7 +35,7 @@ func startAgent(t testing.TB, v *vaultServer, tmpl string) *vaultAgent {
 
 // startAgentWith runs `vault agent` like startAgent, with the template
 // stanzas that templates returns for the Agent's directory, so that a test
-// can render several files, or run a stanza exactly as the README shows it.
+// can render several files, or run a stanza exactly as docs/consumers.md shows it.
 func startAgentWith(t testing.TB, v *vaultServer, templates func(dir string) string) *vaultAgent {
 	t.Helper()
 	// Inside the server's directory, so that the Agent log is still there

@@ -20,12 +20,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The README's consumers, each with its policy read from the README, run
-// through a real Vault with a token that has exactly that policy (and
-// Vault's default policy).
+// The consumers of docs/consumers.md, each with its policy read from that
+// page, run through a real Vault with a token that has exactly that policy
+// (and Vault's default policy).
 
-// Policy names, as the README writes them with `vault policy write`; each is
-// also the name of the README block that holds the policy (name + ".hcl").
+// Policy names, as the page writes them with `vault policy write`; each is
+// also the name of the page's block that holds the policy (name + ".hcl").
 const (
 	policyCI         = "iris-ci-fleet"
 	policyCreds      = "iris-creds-fleet"
@@ -33,36 +33,17 @@ const (
 	policyOperator   = "iris-operator"
 	policyRotator    = "iris-rotator"
 
-	// consumerName is the API user the README's consumer policies name;
+	// consumerName is the API user the page's consumer policies name;
 	// otherName is one they do not.
 	consumerName = "fleet"
 	otherName    = "other"
 )
 
-// readmeBlock returns the fenced block that follows the README's
-// `<!-- e2e: name -->` marker, without its fences, so that what users copy
-// is what the tests run.
-func readmeBlock(t testing.TB, name string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
-	require.NoError(t, err)
-	readme := string(b)
-	marker := "<!-- e2e: " + name + " -->"
-	require.Equal(t, 1, strings.Count(readme, marker), "README.md must hold the marker %q exactly once", marker)
-	_, after, _ := strings.Cut(readme, marker)
-	after = strings.TrimLeft(after, "\n")
-	require.True(t, strings.HasPrefix(after, "```"), "the README's %s marker is not followed by a fenced block", name)
-	_, body, _ := strings.Cut(after, "\n")
-	block, _, ok := strings.Cut(body, "```")
-	require.True(t, ok, "the README's %s block does not end", name)
-	return block
-}
-
-// writeReadmePolicy stores the README's policy under its name.
-func (v *vaultServer) writeReadmePolicy(t testing.TB, name string) {
+// writeDocPolicy stores the page's policy under its name.
+func (v *vaultServer) writeDocPolicy(t testing.TB, name string) {
 	t.Helper()
 	path := filepath.Join(v.dir, name+".hcl")
-	require.NoError(t, os.WriteFile(path, []byte(readmeBlock(t, name+".hcl")), 0o600))
+	require.NoError(t, os.WriteFile(path, []byte(docBlock(t, consumersPage, name+".hcl")), 0o600))
 	v.mustCLI(t, "policy", "write", name, path)
 }
 
@@ -127,19 +108,19 @@ func (v *vaultServer) checkRefusals(t *testing.T, token string, refusals []refus
 	}
 }
 
-// checkWidenedAllows widens the README's policy and checks that Vault then
+// checkWidenedAllows widens the page's policy and checks that Vault then
 // lets each refused request through: the refusals are the policy's doing,
-// and would fail if the README's policy were widened. Vault takes the most
+// and would fail if the page's policy were widened. Vault takes the most
 // specific matching path, so the widening grants everything on each of the
 // policy's own paths as well as on iris/* and sys/leases/*.
 func (v *vaultServer) checkWidenedAllows(t *testing.T, policy string, refusals []refusal) {
 	t.Helper()
-	readme := readmeBlock(t, policy+".hcl")
+	written := docBlock(t, consumersPage, policy+".hcl")
 	paths := []string{mountPath + "/*", "sys/leases/*"}
-	for _, m := range policyPathRE.FindAllStringSubmatch(readme, -1) {
+	for _, m := range policyPathRE.FindAllStringSubmatch(written, -1) {
 		paths = append(paths, m[1])
 	}
-	hcl := readme
+	hcl := written
 	for _, p := range paths {
 		// Vault merges blocks of one path, and keeps a block's
 		// allowed_parameters unless another allows every key.
@@ -168,8 +149,8 @@ func readsConfig(name string) []refusal {
 	}
 }
 
-// TestConsumers runs every consumer the README names against one Vault dev
-// server, each with its README policy.
+// TestConsumers runs every consumer docs/consumers.md names against one
+// Vault dev server, each with its policy from that page.
 func TestConsumers(t *testing.T) {
 	t.Parallel()
 	rec := newRecorder()
@@ -181,7 +162,7 @@ func TestConsumers(t *testing.T) {
 		v.writeConfig(t, name, em)
 	}
 	for _, p := range []string{policyCI, policyCreds, policyMonitoring, policyOperator, policyRotator} {
-		v.writeReadmePolicy(t, p)
+		v.writeDocPolicy(t, p)
 	}
 
 	t.Run("CIJob", func(t *testing.T) {
@@ -242,7 +223,7 @@ func testCIPolicy(t *testing.T, v *vaultServer, em *emulator) {
 	}, readsConfig(consumerName)...)
 	v.checkRefusals(t, token, refusals)
 
-	// What Vault's default policy still allows, as the README says: looking
+	// What Vault's default policy still allows, as the page says: looking
 	// up and renewing any lease. The lease is not renewable, so the
 	// renewal fails in the engine, past the ACL.
 	res := v.rawAs(t, token, "PUT", "sys/leases/lookup", map[string]any{"lease_id": lease})
@@ -251,7 +232,7 @@ func testCIPolicy(t *testing.T, v *vaultServer, em *emulator) {
 	assert.NotEqual(t, http.StatusForbidden, res.Status, "the default policy allows renewing any lease: %s", res.Raw)
 	assert.Contains(t, res.errorsText(), "not renewable")
 
-	// Trimmed as the README suggests: without the default policy both are
+	// Trimmed as the page suggests: without the default policy both are
 	// refused, and the token still reads what it needs.
 	trimmed := v.tokenWithPolicies(t, true, policyCI)
 	out = v.cliWithToken(t, trimmed, "read", "-field=access_token", mountPath+"/token/"+consumerName)
@@ -413,7 +394,7 @@ func testRotatorPolicy(t *testing.T, v *vaultServer, rec *recorder) {
 	}))
 	t.Cleanup(elsewhere.Close)
 	secrets := []string{"client_secret=" + em.User.ClientSecret, "password=" + newPassword}
-	readmeLines := readmeRotatorError(t)
+	docLines := docRotatorError(t)
 	for _, change := range []string{
 		"token_url=" + elsewhere.URL + "/token",
 		"revocation_url=" + elsewhere.URL + "/revoke",
@@ -426,8 +407,8 @@ func testRotatorPolicy(t *testing.T, v *vaultServer, rec *recorder) {
 			args := append([]string{"write", mountPath + "/config/" + name, change}, carried...)
 			res := v.cliWithToken(t, token, args...)
 			require.NotZero(t, res.ExitCode, "%v: %s", args, res)
-			for _, line := range readmeLines {
-				require.Contains(t, res.Stderr, line, "the README's example of this refusal")
+			for _, line := range docLines {
+				require.Contains(t, res.Stderr, line, "the rotator section's example of this refusal")
 			}
 		}
 	}
@@ -491,7 +472,7 @@ func testWrapping(t *testing.T, v *vaultServer, em *emulator) {
 	res := v.cliWithToken(t, ciToken, "unwrap", wrap)
 	require.NotZero(t, res.ExitCode, "a wrapping token unwrapped twice: %s", res)
 
-	// The README's example as printed: the table's keys, then unwrap
+	// The page's example as printed: the table's keys, then unwrap
 	// -field=access_token with the wrapping token from the table.
 	out = v.cliWithToken(t, ciToken, "read", "-wrap-ttl=60s", mountPath+"/token/"+consumerName)
 	require.Zero(t, out.ExitCode, "%s", out)
@@ -502,10 +483,10 @@ func testWrapping(t *testing.T, v *vaultServer, em *emulator) {
 		}
 	}
 	require.NotEmpty(t, wrap, "no wrapping_token in the CLI's table:\n%s", out.Stdout)
-	keys := readmeWrapKeyRE.FindAllStringSubmatch(readmeSection(t, "### Response wrapping"), -1)
-	require.NotEmpty(t, keys, "the README's wrapping example shows no wrapping_ keys")
+	keys := docWrapKeyRE.FindAllStringSubmatch(docBlock(t, consumersPage, "wrapping.txt"), -1)
+	require.NotEmpty(t, keys, "the page's wrapping example shows no wrapping_ keys")
 	for _, m := range keys {
-		require.Contains(t, out.Stdout, m[1], "the README's wrapping example shows a key the CLI does not print")
+		require.Contains(t, out.Stdout, m[1], "the page's wrapping example shows a key the CLI does not print")
 	}
 	out = v.cliWithToken(t, ciToken, "unwrap", "-field=access_token", wrap)
 	require.Zero(t, out.ExitCode, "%s", out)
@@ -538,31 +519,17 @@ func testWrapping(t *testing.T, v *vaultServer, em *emulator) {
 	}
 }
 
-// readmeSection is the README's text from heading to the next heading of
-// any level.
-func readmeSection(t testing.TB, heading string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(b), "\n"+heading)
-	require.True(t, ok, "README.md has no %q section", heading)
-	if i := strings.Index(section, "\n#"); i >= 0 {
-		section = section[:i]
-	}
-	return section
-}
+var docWrapKeyRE = regexp.MustCompile(`(?m)^(wrapping_[a-z_]+:)`)
 
-var readmeWrapKeyRE = regexp.MustCompile(`(?m)^(wrapping_[a-z_]+:)`)
-
-// readmeRotatorError is what the README's example of Vault refusing a field
-// the rotator policy does not allow says: the status line and the reason
-// (Vault may wrap the reason in "1 error occurred:").
-func readmeRotatorError(t testing.TB) []string {
+// docRotatorError is what the rotator section's example of Vault refusing
+// a field the rotator policy does not allow says: the status line and the
+// reason (Vault may wrap the reason in "1 error occurred:").
+func docRotatorError(t testing.TB) []string {
 	t.Helper()
-	section := readmeSection(t, "### Rotating a password: update only")
+	example := docBlock(t, consumersPage, "rotator-refusal.txt")
 	lines := []string{"Code: 403. Errors:", "* permission denied"}
 	for _, line := range lines {
-		require.Contains(t, section, line, "the README's update-only section")
+		require.Contains(t, example, line, "the rotator section's example")
 	}
 	return lines
 }

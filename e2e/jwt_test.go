@@ -24,12 +24,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The README's CI job, end to end: a job token signed like a CI provider's
-// OIDC token, Vault's JWT auth method bound to its claims, and the README's
+// The CI job of docs/consumers.md, end to end: a job token signed like a CI provider's
+// OIDC token, Vault's JWT auth method bound to its claims, and the page's
 // shell snippet run verbatim.
 
 // githubIssuer is the issuer of GitHub Actions' OIDC tokens, which the
-// README's JWT config binds.
+// page's JWT config binds.
 const githubIssuer = "https://token.actions.githubusercontent.com"
 
 // jwtSigner signs job tokens with a key only this test holds, standing in
@@ -95,7 +95,7 @@ func githubJobClaims(audience, repository, ref string) map[string]any {
 	}
 }
 
-// ciRole is the README's JWT role, as far as the test needs to know it.
+// ciRole is the page's JWT role, as far as the test needs to know it.
 type ciRole struct {
 	RoleType       string            `json:"role_type"`
 	BoundAudiences []string          `json:"bound_audiences"`
@@ -103,30 +103,29 @@ type ciRole struct {
 	TokenPolicies  []string          `json:"token_policies"`
 }
 
-// ciRoleName is the role the README's snippet and vault-action log in to.
+// ciRoleName is the role the page's snippet and vault-action log in to.
 const ciRoleName = "ci"
 
-// configureJWT sets up auth/jwt as the README does, with the signer's
-// public key in place of GitHub's discovery URL, and the README's role
+// configureJWT sets up auth/jwt as the page does, with the signer's
+// public key in place of GitHub's discovery URL, and the page's role
 // verbatim.
 func configureJWT(t *testing.T, v *vaultServer, signer *jwtSigner) ciRole {
 	t.Helper()
-	setup := readmeBlock(t, "ci-role.json")
+	setup := docBlock(t, consumersPage, "ci-role.json")
 	var role ciRole
 	require.NoError(t, json.Unmarshal([]byte(setup), &role))
-	require.Equal(t, []string{policyCI}, role.TokenPolicies, "the README's CI role grants another policy than the CI policy")
+	require.Equal(t, []string{policyCI}, role.TokenPolicies, "the page's CI role grants another policy than the CI policy")
 	require.Len(t, role.BoundAudiences, 1)
-	require.NotEmpty(t, role.BoundClaims["repository"], "the README's CI role is not bound to a repository")
+	require.NotEmpty(t, role.BoundClaims["repository"], "the page's CI role is not bound to a repository")
 
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
-	require.NoError(t, err)
+	page := docPage(t, consumersPage)
 	for _, line := range []string{
 		"vault auth enable jwt",
 		"bound_issuer=" + githubIssuer,
 		"vault policy write " + policyCI + " " + policyCI + ".hcl",
 		"vault write auth/jwt/role/" + ciRoleName + " @ci-role.json",
 	} {
-		require.Contains(t, string(b), line, "the README's JWT setup")
+		require.Contains(t, page, line, "the page's JWT setup")
 	}
 
 	v.mustCLI(t, "auth", "enable", "jwt")
@@ -139,7 +138,7 @@ func configureJWT(t *testing.T, v *vaultServer, signer *jwtSigner) ciRole {
 	return role
 }
 
-// ciShell runs the README's CI snippet in sh, as a CI runner would, with
+// ciShell runs the page's CI snippet in sh, as a CI runner would, with
 // vault on PATH and a curl stub that records its arguments.
 type ciShell struct {
 	dir      string
@@ -181,7 +180,7 @@ func (s *ciShell) run(t testing.TB, v *vaultServer, script, jobJWT string) ([]st
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	res := cliResult{args: []string{"(README CI job)"}, Stdout: stdout.String(), Stderr: stderr.String()}
+	res := cliResult{args: []string{"(docs CI job)"}, Stdout: stdout.String(), Stderr: stderr.String()}
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
@@ -198,7 +197,7 @@ func (s *ciShell) run(t testing.TB, v *vaultServer, script, jobJWT string) ([]st
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n"), res
 }
 
-// testCIJob: the README's JWT role and shell snippet against a real Vault;
+// testCIJob: the page's JWT role and shell snippet against a real Vault;
 // job tokens of another repository, ref or audience, or signed by another
 // key, are refused; vault-action's inputs match the role.
 func testCIJob(t *testing.T, v *vaultServer, em *emulator) {
@@ -206,14 +205,14 @@ func testCIJob(t *testing.T, v *vaultServer, em *emulator) {
 	role := configureJWT(t, v, signer)
 	aud := role.BoundAudiences[0]
 	repo, ref := role.BoundClaims["repository"], role.BoundClaims["ref"]
-	script := readmeBlock(t, "ci-job.sh")
+	script := docBlock(t, consumersPage, "ci-job.sh")
 	require.Contains(t, script, "role="+ciRoleName)
 	require.Contains(t, script, mountPath+"/token/"+consumerName)
 	sh := newCIShell(t, v)
 
 	// The job of the bound repository and ref, for the bound audience.
 	args, res := sh.run(t, v, script, signer.sign(t, githubJobClaims(aud, repo, ref)))
-	require.Zero(t, res.ExitCode, "the README's CI job failed: %s", res)
+	require.Zero(t, res.ExitCode, "the page's CI job failed: %s", res)
 	require.NotNil(t, args, "the CI job never called curl: %s", res)
 	require.Len(t, args, 3, "curl's arguments: %q", args)
 	require.Equal(t, "-H", args[0])
@@ -264,7 +263,7 @@ func testCIJob(t *testing.T, v *vaultServer, em *emulator) {
 
 	// hashicorp/vault-action logs in to the same role, with a job token for
 	// the role's audience, and reads the same token.
-	action := readmeBlock(t, "vault-action.yml")
+	action := docBlock(t, consumersPage, "vault-action.yml")
 	for _, want := range []string{
 		"uses: hashicorp/vault-action@",
 		"method: jwt",
@@ -273,6 +272,6 @@ func testCIJob(t *testing.T, v *vaultServer, em *emulator) {
 		"iris/token/" + consumerName + " access_token | IRIS_TOKEN",
 		"id-token: write",
 	} {
-		require.Contains(t, action, want, "the README's vault-action step")
+		require.Contains(t, action, want, "the page's vault-action step")
 	}
 }

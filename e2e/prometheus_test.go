@@ -190,7 +190,7 @@ func TestPrometheus(t *testing.T) {
 	t.Cleanup(func() { v.finish(t) })
 	v.writeConfig(t, consumerName, em)
 	v.writeConfig(t, otherName, refusing)
-	v.writeReadmePolicy(t, policyMonitoring)
+	v.writeDocPolicy(t, policyMonitoring)
 	token := v.tokenWithPolicies(t, false, policyMonitoring)
 
 	expires := map[string]time.Time{}
@@ -219,7 +219,7 @@ func TestPrometheus(t *testing.T) {
 
 	// The README's scrape config, its placeholders filled in.
 	proxy := newScrapeProxy(t, v, rec)
-	scrape := readmeBlock(t, "prometheus.yml")
+	scrape := docBlock(t, monitoringPage, "prometheus.yml")
 	for placeholder, value := range map[string]string{
 		scrapeTargetPlaceholder: strings.TrimPrefix(proxy.URL, "http://"),
 		scrapeTokenPlaceholder:  token,

@@ -24,31 +24,24 @@ import (
 	"vault-plugin-secrets-iris/iristest"
 )
 
-// readmeDestination is the destination in the README's Agent template; the
-// test renders to a file of its own instead and changes nothing else.
-const readmeDestination = "/run/secrets/iris-token"
+// agentDestination is the destination in the Agent template of
+// docs/consumers.md; the test renders to a file of its own instead and
+// changes nothing else.
+const agentDestination = "/run/secrets/iris-token"
 
-// tokenKeys are the keys of a token/ response's data, as the README's curl
-// example shows them.
+// tokenKeys are the keys of a token/ response's data, as the curl example
+// of docs/paths.md shows them.
 var tokenKeys = []string{"access_token", "expires_at", "expires_in", "last_vault_rotation", "rotation_period", "scope", "token_type", "ttl"}
 
-// readmeAgentTemplate is the template stanza from the README's "Vault Agent
-// template" section, read from the README itself so that the example users
-// copy is the one that runs here.
-func readmeAgentTemplate(t testing.TB) string {
+// docAgentTemplate is the template stanza of docs/consumers.md, read from
+// the page itself so that the example users copy is the one that runs here.
+func docAgentTemplate(t testing.TB) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
-	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(b), "### Vault Agent template")
-	require.True(t, ok, "README.md has no \"Vault Agent template\" section")
-	_, block, ok := strings.Cut(section, "```hcl\n")
-	require.True(t, ok, "the README's Vault Agent template section has no hcl block")
-	block, _, ok = strings.Cut(block, "```")
-	require.True(t, ok, "the README's hcl block does not end")
+	block := docBlock(t, consumersPage, "agent-template.hcl")
 	require.Contains(t, block, `secret \"`+mountPath+`/token/demo\"`,
-		"the README's template no longer reads %s/token/demo, which this test configures", mountPath)
-	require.Equal(t, 1, strings.Count(block, strconv.Quote(readmeDestination)),
-		"the README's template no longer renders to %s, which this test replaces", readmeDestination)
+		"the page's template no longer reads %s/token/demo, which this test configures", mountPath)
+	require.Equal(t, 1, strings.Count(block, strconv.Quote(agentDestination)),
+		"the page's template no longer renders to %s, which this test replaces", agentDestination)
 	return block
 }
 
@@ -153,8 +146,8 @@ func tokenGrants(em *emulator) []time.Time {
 }
 
 // TestTokenAgent runs token/ against the clock in one Vault dev server: a
-// real Vault Agent rendering the README's template over three token
-// lifetimes, and, alongside it, an IRIS outage ridden out down to the floor.
+// real Vault Agent rendering the template of docs/consumers.md over three
+// token lifetimes, and, alongside it, an IRIS outage ridden out down to the floor.
 // Both wait on token lifetimes, so they overlap rather than queue.
 func TestTokenAgent(t *testing.T) {
 	t.Parallel()
@@ -215,7 +208,8 @@ func (f *renderedFile) sample(t *testing.T, rec *recorder, n int) {
 }
 
 // testTokenAgentTemplates runs one Vault Agent with two templates: the
-// README's on token/demo and one on a creds/ lease, with 30-second tokens.
+// one of docs/consumers.md on token/demo and one on a creds/ lease, with
+// 30-second tokens.
 // At every sample over more than three lifetimes both files must hold a
 // live token, and the token/ grants must follow the token lifetime however
 // many extra reads arrive.
@@ -237,13 +231,13 @@ func testTokenAgentTemplates(t *testing.T, v *vaultServer) {
 	v.writeConfig(t, "demo", tokenEm)
 	v.writeConfig(t, "demo-creds", credsEm)
 
-	stanza := readmeAgentTemplate(t)
+	stanza := docAgentTemplate(t)
 	tokenFile := &renderedFile{label: "token/", em: tokenEm}
 	credsFile := &renderedFile{label: "creds/", em: credsEm}
 	a := startAgentWith(t, v, func(dir string) string {
 		tokenFile.path = filepath.Join(dir, "iris-token")
 		credsFile.path = filepath.Join(dir, "iris-creds")
-		return strings.Replace(stanza, strconv.Quote(readmeDestination), strconv.Quote(tokenFile.path), 1) +
+		return strings.Replace(stanza, strconv.Quote(agentDestination), strconv.Quote(tokenFile.path), 1) +
 			fmt.Sprintf(`
 template {
   contents    = "{{ with secret \"%s/creds/demo-creds\" }}{{ .Data.access_token }}{{ end }}"
@@ -327,7 +321,7 @@ template {
 	minDistinct := int(window / lifetime)
 	assert.GreaterOrEqual(t, tokenFile.distinct, minDistinct, "the token/ file did not follow the rotation")
 	assert.GreaterOrEqual(t, credsFile.distinct, minDistinct, "the creds/ file did not follow the leases")
-	// The README promises that templates pick up each new token while the
+	// docs/paths.md promises that templates pick up each new token while the
 	// old one still has a third of its life left; the Agent re-reads up to
 	// a second after the refresh point, and may be slow to write the file.
 	assert.Greater(t, tokenFile.minLeft, lifetime/3-4*time.Second,
@@ -517,7 +511,7 @@ func TestTokenFanOut(t *testing.T) {
 			continue
 		}
 		assert.NoError(t, r.resp.check(), "reader %d", i)
-		// 3600 s tokens are replaced after 2400 s, the README's "40m".
+		// 3600 s tokens are replaced after 2400 s, the "40m" of docs/paths.md.
 		assert.Equal(t, int64(2400), r.resp.int("rotation_period"), "reader %d", i)
 		tokens[r.resp.accessToken()] = true
 	}
@@ -535,7 +529,7 @@ func TestTokenFanOut(t *testing.T) {
 	assert.Equal(t, int64(2400), cliRead.int("rotation_period"))
 	assert.True(t, tokens[cliRead.accessToken()], "the CLI got another token than the HTTP readers")
 
-	// The README says the CLI's table shows both as durations.
+	// docs/paths.md says the CLI's table shows both as durations.
 	table := v.mustCLI(t, "read", mountPath+"/token/"+name)
 	assert.Regexp(t, regexp.MustCompile(`(?m)^rotation_period\s+40m$`), table)
 	assert.Regexp(t, regexp.MustCompile(`(?m)^ttl\s+(39m\d+s|40m)$`), table)

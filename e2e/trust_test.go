@@ -114,7 +114,7 @@ func testHostsNotAllowed(t *testing.T, v *vaultServer) {
 	v.waitLeaseGone(t, lease.LeaseID)
 	assert.Equal(t, revocations+1, em.Stats().Revocations, "the lease is revoked where it was issued")
 
-	v.writeReadmePolicy(t, policyRotator)
+	v.writeDocPolicy(t, policyRotator)
 	rotator := v.tokenWithPolicies(t, false, policyRotator)
 	res := v.cliWithToken(t, rotator, "write", mountPath+"/config/"+name, "token_url="+em.TokenURL+"/elsewhere",
 		"client_secret="+em.User.ClientSecret, "password="+em.User.Password)
