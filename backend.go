@@ -191,12 +191,6 @@ func (b *backend) endFlight() {
 	}
 }
 
-func (b *backend) isClosed() bool {
-	b.closeMu.RLock()
-	defer b.closeMu.RUnlock()
-	return b.closed
-}
-
 // Setup keeps the mount's storage for the host check.
 func (b *backend) Setup(ctx context.Context, conf *logical.BackendConfig) error {
 	b.storageView = conf.StorageView

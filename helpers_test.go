@@ -244,12 +244,6 @@ func (env *testEnv) writtenSecrets() []string {
 	return append([]string(nil), env.secrets...)
 }
 
-func (env *testEnv) sleepsSoFar() []time.Duration {
-	env.sleepMu.Lock()
-	defer env.sleepMu.Unlock()
-	return append([]time.Duration(nil), env.sleeps...)
-}
-
 type syncBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder

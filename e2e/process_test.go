@@ -152,6 +152,8 @@ func logTail(path string, n int) string {
 // pollParent stands in for a death signal where there is none: it sends
 // SIGTERM to signals once the process that started this one has gone, which
 // makes the orphan's parent another process.
+//
+//lint:ignore U1000 used by the watchParent of platforms without a parent-death signal (process_unix_test.go, process_other_test.go)
 func pollParent(signals chan<- os.Signal) {
 	parent := os.Getppid()
 	for os.Getppid() == parent {

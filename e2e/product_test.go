@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"testing"
 )
 
 // The server the suite runs against: Vault or OpenBao, told apart by what
@@ -84,45 +83,4 @@ func (p product) pluginReloadArgs(pluginType, name string) []string {
 		return []string{"plugin", "reload", "-plugin=" + name}
 	}
 	return []string{"plugin", "reload", "-type=" + pluginType, "-plugin=" + name}
-}
-
-// atLeast reports whether p is release major.minor.patch or later.
-func (p product) atLeast(v [3]int) bool {
-	for i := range v {
-		if p.version[i] != v[i] {
-			return p.version[i] > v[i]
-		}
-	}
-	return true
-}
-
-// feature is something a test relies on that not every release has.
-type feature struct {
-	name string
-	// vault is the first Vault release with it; openbao the first OpenBao
-	// release, or nil where OpenBao has none.
-	vault, openbao *[3]int
-}
-
-// missing says why server lacks f, or "" if it has it.
-func (p product) missing(f feature) string {
-	since := f.vault
-	if p.name == "OpenBao" {
-		since = f.openbao
-	}
-	switch {
-	case since == nil:
-		return fmt.Sprintf("%s has no %s", p.name, f.name)
-	case !p.atLeast(*since):
-		return fmt.Sprintf("%s has %s only from v%d.%d.%d", p, f.name, since[0], since[1], since[2])
-	}
-	return ""
-}
-
-// requireFeature skips the test, saying why, when the server lacks f.
-func requireFeature(t testing.TB, f feature) {
-	t.Helper()
-	if why := server.missing(f); why != "" {
-		t.Skipf("skipped on %s: %s", server, why)
-	}
 }
