@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,7 +34,9 @@ import (
 // that lost it answers with a token from the password grant, never sending
 // the spent refresh token again.
 //
-// Two configs of the emulator's API user share its faults: "faults" has a
+// Two configs, of two API users of one emulator, share its faults (two users,
+// because one user's grants go one at a time after a config write, until
+// one succeeds, so that a changed password cannot lock it out): "faults" has a
 // session (seeded by its verified config write) that falls due early in the
 // outage, so its token/ reads need a refresh grant, and serves the creds/
 // reads; "fresh" is stored with verify=false and has no session, so its
@@ -74,7 +77,17 @@ func TestFaults(t *testing.T) {
 	r = v.timedRead(mountPath + "/creds/faults")
 	require.Equal(t, http.StatusOK, r.res.Status, r.res.Raw)
 	credsOK := 1
-	v.writeConfig(t, "fresh", em, fmt.Sprintf("request_timeout=%d", int(requestTimeout/time.Second)), "verify=false")
+	freshUser := iristest.User{
+		ClientID:     "0oae2e" + randomHex(7),
+		ClientSecret: "cs+/%=" + randomHex(20),
+		Username:     "e2e-fresh-" + randomHex(4),
+		Password:     "pw+&%~" + randomHex(20),
+	}
+	rec.addSecret("client secret", freshUser.ClientSecret)
+	rec.addSecret("password", freshUser.Password)
+	rec.addSecret("Basic credentials", base64.StdEncoding.EncodeToString([]byte(freshUser.ClientID+":"+freshUser.ClientSecret)))
+	em.AddUser(freshUser)
+	v.writeConfig(t, "fresh", &emulator{Server: em.Server, User: freshUser}, fmt.Sprintf("request_timeout=%d", int(requestTimeout/time.Second)), "verify=false")
 	t.Logf("healthy: %s", time.Since(phaseStart).Round(time.Millisecond))
 
 	// check asserts one failed read: status, the API user, what happened,

@@ -71,13 +71,20 @@ var pluginPaths = []pluginPath{
 		methods:  []string{"get"}, // LIST is GET with ?list=true
 	},
 	{
+		// The mount-wide status: the same pattern, read without a slash.
+		helpPath: mountPath + "/status",
+		route:    "^status/?$",
+		openAPI:  "/" + mountPath + "/status",
+		methods:  []string{"get"},
+	},
+	{
 		// settings belongs to issue 12; the consumers' operator policy and
 		// the unit tests cover its behaviour.
 		helpPath: mountPath + "/settings",
 		route:    "^settings$",
 		openAPI:  "/" + mountPath + "/settings",
 		methods:  []string{"get", "post"},
-		fields:   []string{"max_background_grants", "metrics_per_credential"},
+		fields:   []string{"max_background_grants", "allowed_hosts", "metrics_per_credential"},
 	},
 	{
 		helpPath: mountPath + "/metrics",
