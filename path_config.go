@@ -98,7 +98,7 @@ func pathConfig(b *backend) []*framework.Path {
 				},
 				keyRenewableLeases: {
 					Type:        framework.TypeBool,
-					Description: "Make creds/ leases renewable through the refresh token: each renewal returns a NEW access token. Off by default, because anyone who can renew a lease (Vault's default policy allows it for any lease ID) can then mint tokens. Read the README before enabling.",
+					Description: "Make creds/ leases renewable through the refresh token: each renewal returns a NEW access token. Off by default, because anyone who can renew a lease (Vault's default policy allows it for any lease ID) can then mint tokens. Read docs/configuration.md#renewable-leases-renewable_leasestrue before enabling.",
 					Default:     false,
 				},
 				keyRefreshFloor: {

@@ -27,7 +27,9 @@ the config's ttl.
 Leases are not renewable unless the config sets renewable_leases=true; Vault
 Agent then re-reads the path before the token expires. With
 renewable_leases=true, renewing a lease runs the refresh-token grant and
-returns a NEW access token; see the README for why this is off by default.
+returns a NEW access token; see
+docs/configuration.md#renewable-leases-renewable_leasestrue for why this is
+off by default.
 
 Revoking a lease forgets its refresh token and, where the config has a
 revocation_url, asks IRIS to revoke it.
