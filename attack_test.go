@@ -26,7 +26,10 @@ func TestAttack_ConcurrentBurst(t *testing.T) {
 		go func() { defer wg.Done(); _, _ = env.request(logical.ReadOperation, "creds/demo", nil) }()
 		go func() { defer wg.Done(); _, _ = env.request(logical.ReadOperation, "token/demo", nil) }()
 		go func() { defer wg.Done(); _, _ = env.renew(lease, time.Hour) }()
-		go func() { defer wg.Done(); _ = env.b.periodic(t.Context(), &logical.Request{Storage: env.storage, MountPoint: testMount}) }()
+		go func() {
+			defer wg.Done()
+			_ = env.b.periodic(t.Context(), &logical.Request{Storage: env.storage, MountPoint: testMount})
+		}()
 	}
 	wg.Wait()
 	env.b.refresher.wait()
