@@ -208,10 +208,10 @@ type ticket struct {
 }
 
 // admit decides whether a grant may be sent now. It returns a heldError
-// while the identity's credentials are held back. While the config's
-// credentials are unproven (no log-in grant succeeded since the start or
-// the last write) or a hold has run out, it lets one log-in grant at a time
-// through; other grants wait for its outcome, at most the config's request
+// while the identity's credentials are held back. Password grants always,
+// and other log-in grants while the config's credentials are unproven (no
+// log-in grant succeeded since the start or the last write) or a hold has
+// run out, go one at a time; other grants wait for its outcome, at most the config's request
 // timeout, and then proceed or answer with the hold. A refresh-token grant
 // proves nothing about the password, so it never is the attempt, but it
 // waits for one in flight too.
@@ -230,7 +230,12 @@ func (gb *grantBook) admit(ctx context.Context, name string, cfg *apiUserConfig,
 		t := ticket{identity: key, epoch: u.epoch, current: n.isCurrent(cfg)}
 		logIn := grant != irisauth.GrantRefreshToken
 		proven := u.refusal == nil && t.current && u.proven[cfg.Generation]
-		if proven || (!logIn && u.attempt == nil) {
+		// A password grant goes alone even once proven: a password changed
+		// at Trackunit shows only in the answer to the next one, and every
+		// password grant sent alongside it would be refused too and count
+		// towards the user's lockout. Client credentials lock no user out.
+		alone := grant == irisauth.GrantPassword
+		if (proven && !alone) || (!logIn && u.attempt == nil) {
 			gb.mu.Unlock()
 			return t, nil
 		}

@@ -66,9 +66,14 @@ func TestHoldDoublesUpToItsMaximumAndAdmitsOneAttempt(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled, "but its first attempt is alone")
 	gb.record(tk, "demo", cfg, irisauth.GrantPassword, nil)
 	for range 3 {
-		_, err = gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
-		require.NoError(t, err, "once one succeeded, grants run concurrently")
+		_, err = gb.admit(gone(), "demo", cfg, irisauth.GrantRefreshToken)
+		require.NoError(t, err, "once one succeeded, refresh grants run concurrently")
 	}
+	tk, err = gb.admit(context.Background(), "demo", cfg, irisauth.GrantPassword)
+	require.NoError(t, err)
+	_, err = gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
+	require.ErrorIs(t, err, context.Canceled, "password grants go one at a time even once proven")
+	gb.record(tk, "demo", cfg, irisauth.GrantPassword, nil)
 }
 
 func TestOnlyCredentialRefusalsHold(t *testing.T) {
@@ -473,8 +478,9 @@ func TestConfigWrittenElsewhereIsUnproven(t *testing.T) {
 	gb := newGrantBook(newTestClock().Now)
 	cfg := holdConfig("demo", "user", "g1")
 	gb.configWritten("demo", cfg, true)
-	_, err := gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
-	require.NoError(t, err, "verified: proven")
+	first, err := gb.admit(gone(), "demo", cfg, irisauth.GrantPassword)
+	require.NoError(t, err, "verified: proven, and no attempt in flight")
+	gb.record(first, "demo", cfg, irisauth.GrantPassword, nil)
 
 	gb.configChanged("demo")
 	replicated := holdConfig("demo", "user", "g2")
