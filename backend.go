@@ -31,7 +31,7 @@ type backend struct {
 	grants    *grantBook
 	refresher *backgroundRefresher
 	metrics   *mountMetrics
-	configs   *entryCache[apiUserConfig]
+	configs   *entryCache[credential]
 	sessions  *entryCache[tokenSession]
 
 	// flights lets one grant per API user run at a time; sessionLocks
@@ -89,7 +89,7 @@ func newBackend(opts backendOptions) *backend {
 	b := &backend{
 		client:       opts.client,
 		now:          opts.now,
-		configs:      newEntryCache[apiUserConfig](configStoragePrefix),
+		configs:      newEntryCache[credential](configStoragePrefix),
 		sessions:     newEntryCache[tokenSession](sessionStoragePrefix),
 		sessionLocks: locksutil.CreateLocks(),
 		lastRead:     make(map[string]time.Time),

@@ -139,7 +139,7 @@ func pathConfig(b *backend) []*framework.Path {
 			HelpSynopsis:    "Store an IRIS API user: its client ID and secret, username and password.",
 			HelpDescription: strings.TrimSpace(configHelp),
 		},
-		b.apiUserListPath("config", "api-users", "List the names of the stored IRIS API users.",
+		b.credentialListPath("config", "api-users", "List the names of the stored IRIS API users.",
 			"List the stored IRIS API users.", "Lists the names under config/. Nothing else about the users is returned."),
 	}
 }
@@ -214,7 +214,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	if errResp != nil {
 		return errResp, nil
 	}
-	if err := b.deleteAPIUser(ctx, req.Storage, name); err != nil {
+	if err := b.deleteCredential(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
 	b.Logger().Info("API user deleted", "name", name)
@@ -236,7 +236,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("API user %q does not exist; create it with all required fields", name), nil
 	}
 
-	var cfg *apiUserConfig
+	var cfg *credential
 	if existing != nil {
 		copied := *existing
 		cfg = &copied
@@ -253,7 +253,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if !ok {
 			return logical.ErrorResponse("%s must be one of %s", keyKind, kindNames()), nil
 		}
-		cfg = newAPIUserConfig(kind)
+		cfg = newCredential(kind)
 	}
 	if refused := inapplicableFields(cfg.kind(), d); len(refused) > 0 {
 		return logical.ErrorResponse("invalid configuration for %q: %s", name, strings.Join(refused, "; ")), nil
@@ -291,7 +291,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 
-	if err := b.storeAPIUser(ctx, req.Storage, name, existing, cfg, verified); err != nil {
+	if err := b.storeCredential(ctx, req.Storage, name, existing, cfg, verified); err != nil {
 		return nil, err
 	}
 	b.seededHosts.Store(nil)
@@ -302,7 +302,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 // refuseHostsNotAllowed answers a write whose token_url or revocation_url
 // names a host the mount does not allow, before anything is sent: with
 // update on config/ alone nobody can move where secrets and tokens go.
-func (b *backend) refuseHostsNotAllowed(ctx context.Context, req *logical.Request, name string, cfg *apiUserConfig) (*logical.Response, error) {
+func (b *backend) refuseHostsNotAllowed(ctx context.Context, req *logical.Request, name string, cfg *credential) (*logical.Response, error) {
 	settings, err := b.settingsWithHosts(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func (b *backend) refuseHostsNotAllowed(ctx context.Context, req *logical.Reques
 // applyConfigFields copies the request's fields into cfg and returns what is
 // wrong with the result. On create, fields absent from the request keep the
 // defaults cfg already holds; on update they keep the stored values.
-func applyConfigFields(cfg *apiUserConfig, d *framework.FieldData, creating bool) []string {
+func applyConfigFields(cfg *credential, d *framework.FieldData, creating bool) []string {
 	var problems []string
 	for key, dst := range map[string]*string{
 		keyClientID:      &cfg.ClientID,
@@ -391,7 +391,7 @@ func inapplicableFields(kind *credentialKind, d *framework.FieldData) []string {
 // because it changes where they are sent: otherwise anyone allowed to update
 // the config could point it at their own host and collect secrets they were
 // never shown.
-func secretsMissingForNewEndpoint(existing, cfg *apiUserConfig, d *framework.FieldData) []string {
+func secretsMissingForNewEndpoint(existing, cfg *credential, d *framework.FieldData) []string {
 	if existing == nil || (existing.TokenURL == cfg.TokenURL && existing.RevocationURL == cfg.RevocationURL) {
 		return nil
 	}
@@ -407,7 +407,7 @@ func secretsMissingForNewEndpoint(existing, cfg *apiUserConfig, d *framework.Fie
 // verifyFailure answers a write whose verifying grant failed. IRIS refusing
 // the credentials is the writer's mistake: a plain 400 error response, which
 // Vault shows without wrapping. IRIS being down is not (5xx).
-func verifyFailure(ref apiUserRef, err error) (*logical.Response, error) {
+func verifyFailure(ref credentialRef, err error) (*logical.Response, error) {
 	msg := fmt.Sprintf("credentials not stored: %s (verify=false stores them without checking)", describeUpstreamError(ref, err))
 	if irisauth.IsRejected(err) {
 		return logical.ErrorResponse(msg), nil

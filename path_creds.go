@@ -8,7 +8,7 @@ import (
 )
 
 func pathCreds(b *backend) []*framework.Path {
-	return []*framework.Path{apiUserPath("creds", "generate", "access-token", &framework.PathOperation{
+	return []*framework.Path{credentialPath("creds", "generate", "access-token", &framework.PathOperation{
 		Callback: b.pathCredsRead,
 		Summary:  "Get a new IRIS access token for the API user, as a lease that ends before the token does.",
 		// A standby cannot create leases: forwarding up front keeps the

@@ -63,8 +63,8 @@ func TestCredsBasicHeaderUsesRawSecret(t *testing.T) {
 
 	var seen string
 	srv := newHeaderRecorder(t, &seen)
-	cfg := &apiUserConfig{ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, TokenURL: srv, Username: "u", Password: "p", RequestTimeout: time.Second}
-	_, _ = env.b.logIn(context.Background(), apiUserRef{name: "recorder"}, cfg, false)
+	cfg := &credential{ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, TokenURL: srv, Username: "u", Password: "p", RequestTimeout: time.Second}
+	_, _ = env.b.logIn(context.Background(), credentialRef{name: "recorder"}, cfg, false)
 	require.Equal(t, "Basic "+base64.StdEncoding.EncodeToString([]byte(demoUser.ClientID+":"+demoUser.ClientSecret)), seen)
 }
 

@@ -26,7 +26,7 @@ const (
 )
 
 func pathStatus(b *backend) []*framework.Path {
-	list := b.apiUserListPath("status", "api-user-statuses", "List the API users that have a status.",
+	list := b.credentialListPath("status", "api-user-statuses", "List the API users that have a status.",
 		"List the API users whose status can be read, or read the whole mount's.",
 		strings.TrimSpace(mountStatusHelp))
 	list.Operations[logical.ReadOperation] = &framework.PathOperation{
@@ -35,7 +35,7 @@ func pathStatus(b *backend) []*framework.Path {
 	}
 	return []*framework.Path{
 		list,
-		apiUserPath("status", "read", "api-user-status", &framework.PathOperation{
+		credentialPath("status", "read", "api-user-status", &framework.PathOperation{
 			Callback: b.pathStatusRead,
 			Summary:  "Show how an API user is doing, without any secret or token.",
 		}, "Show the health of an API user's token grants.", statusHelp),

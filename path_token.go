@@ -24,7 +24,7 @@ const (
 )
 
 func pathToken(b *backend) []*framework.Path {
-	return []*framework.Path{apiUserPath("token", "read", "shared-token", &framework.PathOperation{
+	return []*framework.Path{credentialPath("token", "read", "shared-token", &framework.PathOperation{
 		Callback: b.pathTokenRead,
 		Summary:  "Get the API user's shared, always-fresh IRIS access token (no lease).",
 	}, "Get the shared IRIS access token of an API user.", tokenHelp)}
@@ -79,7 +79,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-func (b *backend) sessionResponse(sess *tokenSession, cfg *apiUserConfig, now time.Time) *logical.Response {
+func (b *backend) sessionResponse(sess *tokenSession, cfg *credential, now time.Time) *logical.Response {
 	data := b.tokenData(sess.token())
 	refreshAt := sess.refreshAt(cfg)
 	data[keyAgentTTL] = max(int64(refreshAt.Sub(now)/time.Second), 1)

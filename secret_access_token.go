@@ -32,7 +32,7 @@ const (
 	internalRefreshToken = "refresh_token"
 	internalAccessToken  = "access_token"
 	internalGeneration   = "generation"
-	internalAPIUserID    = "api_user_id"
+	internalCredentialID    = "api_user_id"
 	// The endpoint the lease's tokens were issued under: they go back
 	// only there. Leases of earlier releases have neither.
 	internalTokenURL      = "token_url"
@@ -62,14 +62,14 @@ func secretAccessToken(b *backend) *framework.Secret {
 
 // leaseAccessToken wraps a freshly obtained token in a lease that ends
 // before the token does.
-func (b *backend) leaseAccessToken(ref apiUserRef, cfg *apiUserConfig, tok *irisauth.Token) (*logical.Response, error) {
+func (b *backend) leaseAccessToken(ref credentialRef, cfg *credential, tok *irisauth.Token) (*logical.Response, error) {
 	ttl, err := leaseTTL(ref, tok, b.now())
 	if err != nil {
 		return nil, err
 	}
 	internal := map[string]interface{}{
 		internalConfigName:    ref.name,
-		internalAPIUserID:     cfg.identity(),
+		internalCredentialID:     cfg.identity(),
 		internalAccessToken:   tok.AccessToken,
 		internalGeneration:    cfg.Generation,
 		internalTokenURL:      cfg.TokenURL,
@@ -115,7 +115,7 @@ func (b *backend) tokenData(tok *irisauth.Token) map[string]interface{} {
 // less a margin that absorbs clock skew and the time a consumer needs to use
 // the token. It is whole seconds, since Vault counts leases in seconds. A
 // token with no whole second left beyond the margin is no use to anyone.
-func leaseTTL(ref apiUserRef, tok *irisauth.Token, now time.Time) (time.Duration, error) {
+func leaseTTL(ref credentialRef, tok *irisauth.Token, now time.Time) (time.Duration, error) {
 	margin := min(tok.Lifetime/10, maxLeaseMargin)
 	ttl := tok.ExpiresAt().Add(-margin).Sub(now).Truncate(time.Second)
 	if ttl < time.Second {
@@ -136,7 +136,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil || cfg.identity() != leaseAPIUserID(req.Secret) {
+	if cfg == nil || cfg.identity() != leaseCredentialID(req.Secret) {
 		return nil, fmt.Errorf("the API user that issued this lease no longer exists at %s (deleted, or replaced by another API user of the same name), so the lease cannot be renewed; read %s again for a new token",
 			ref.configPath(), ref.credsPath())
 	}
@@ -203,7 +203,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	for k, v := range req.Secret.InternalData {
 		internal[k] = v
 	}
-	internal[internalAPIUserID] = cfg.identity()
+	internal[internalCredentialID] = cfg.identity()
 	internal[internalAccessToken] = tok.AccessToken
 	internal[internalGeneration] = cfg.Generation
 	internal[internalTokenURL] = cfg.TokenURL
@@ -230,11 +230,11 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	return resp, nil
 }
 
-// leaseAPIUserID is the identity of the API user that issued the lease.
+// leaseCredentialID is the identity of the API user that issued the lease.
 // Leases issued before identities existed carry their config generation,
-// which stands in for it (see apiUserConfig.identity).
-func leaseAPIUserID(secret *logical.Secret) string {
-	if id := internalString(secret, internalAPIUserID); id != "" {
+// which stands in for it (see credential.identity).
+func leaseCredentialID(secret *logical.Secret) string {
+	if id := internalString(secret, internalCredentialID); id != "" {
 		return id
 	}
 	return legacyIdentity(internalString(secret, internalGeneration))
@@ -303,7 +303,7 @@ func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _
 	b.metrics.leasesRevoked.WithLabelValues("local").Inc()
 	name := internalString(req.Secret, internalConfigName)
 	cfg, err := b.config(ctx, req.Storage, name)
-	if err != nil || cfg == nil || cfg.identity() != leaseAPIUserID(req.Secret) {
+	if err != nil || cfg == nil || cfg.identity() != leaseCredentialID(req.Secret) {
 		// Another API user's credentials and endpoint are never used for
 		// this lease's token.
 		return nil, nil
@@ -332,7 +332,7 @@ func leaseIssuedAt(secret *logical.Secret, tokenURL string) bool {
 // leaseRevocationURL is where the lease's tokens may be revoked: the
 // endpoint recorded at issue, or for a lease of an earlier release the one
 // its config had when this release first loaded it.
-func leaseRevocationURL(secret *logical.Secret, cfg *apiUserConfig) string {
+func leaseRevocationURL(secret *logical.Secret, cfg *credential) string {
 	if recorded, ok := secret.InternalData[internalRevocationURL].(string); ok {
 		return recorded
 	}

@@ -44,8 +44,8 @@ const scopeOfflineAccess = "offline_access"
 
 var defaultScopes = []string{"api", scopeOfflineAccess}
 
-// apiUserConfig is one stored IRIS API user.
-type apiUserConfig struct {
+// credential is one stored IRIS API user.
+type credential struct {
 	// ShapeVersion lets a later release upgrade stored entries.
 	ShapeVersion int `json:"shape_version"`
 	// ID is fixed when the API user is created, and changes only with its
@@ -84,11 +84,11 @@ type apiUserConfig struct {
 	Revision string `json:"revision,omitempty"`
 }
 
-// newAPIUserConfig is a new credential of kind with every default set. Only
+// newCredential is a new credential of kind with every default set. Only
 // API users have default scopes: an API key's or app's allowed scopes are
 // its own, and asking for more is refused.
-func newAPIUserConfig(kind *credentialKind) *apiUserConfig {
-	cfg := &apiUserConfig{
+func newCredential(kind *credentialKind) *credential {
+	cfg := &credential{
 		ShapeVersion:   configShapeVersion,
 		Kind:           kind.name,
 		TokenURL:       kind.defaultTokenURL,
@@ -102,14 +102,14 @@ func newAPIUserConfig(kind *credentialKind) *apiUserConfig {
 
 // upgradeLoaded brings an entry of an earlier shape up to date in memory;
 // the next write stores it so.
-func (c *apiUserConfig) upgradeLoaded() {
+func (c *credential) upgradeLoaded() {
 	if c.ShapeVersion < 3 {
 		c.LegacyRevocationURL = c.RevocationURL
 	}
 }
 
 // kind is the config's credential kind.
-func (c *apiUserConfig) kind() *credentialKind {
+func (c *credential) kind() *credentialKind {
 	if k, ok := credentialKinds[c.Kind]; ok {
 		return k
 	}
@@ -119,7 +119,7 @@ func (c *apiUserConfig) kind() *credentialKind {
 // validate returns what is wrong with the config; creating says whether the
 // fields were all given in this write, which changes how a missing one is
 // worded.
-func (c *apiUserConfig) validate(creating bool) []string {
+func (c *credential) validate(creating bool) []string {
 	var problems []string
 	required := []struct{ key, value string }{{keyClientID, c.ClientID}, {keyClientSecret, c.ClientSecret}}
 	if c.kind().actsAsUser {
@@ -165,7 +165,7 @@ func (c *apiUserConfig) validate(creating bool) []string {
 // identity is the API user's ID. Entries written before IDs existed have
 // none; their generation stands in, as it does in their leases, so that a
 // lease of an API user left unchanged by the upgrade still renews.
-func (c *apiUserConfig) identity() string {
+func (c *credential) identity() string {
 	if c.ID != "" {
 		return c.ID
 	}
@@ -175,13 +175,13 @@ func (c *apiUserConfig) identity() string {
 func legacyIdentity(generation string) string { return "generation:" + generation }
 
 // tokenIdentity is what decides which tokens IRIS issues for this config.
-func (c *apiUserConfig) tokenIdentity() string {
+func (c *credential) tokenIdentity() string {
 	return strings.Join([]string{c.ClientID, c.ClientSecret, c.Username, c.Password,
 		strings.Join(c.Scopes, " "), c.TokenURL}, "\x00")
 }
 
 // endpoint is the credential's OAuth client at its token URL.
-func (c *apiUserConfig) endpoint() irisauth.Endpoint {
+func (c *credential) endpoint() irisauth.Endpoint {
 	return irisauth.Endpoint{
 		TokenURL:       c.TokenURL,
 		ClientID:       c.ClientID,
@@ -195,14 +195,14 @@ func (c *apiUserConfig) endpoint() irisauth.Endpoint {
 // of an API user, the client-credentials grant of the other kinds. Only a
 // caller that keeps the refresh token asks for one (offline_access): one
 // that would throw it away would leave it alive at IRIS for nobody.
-func (c *apiUserConfig) logInGrant(keepsRefreshToken bool) irisauth.Grant {
+func (c *credential) logInGrant(keepsRefreshToken bool) irisauth.Grant {
 	if !c.kind().actsAsUser {
 		return c.endpoint().ClientCredentialsGrant(c.Scopes)
 	}
 	return c.endpoint().PasswordGrant(c.Username, c.Password, c.scopesFor(keepsRefreshToken))
 }
 
-func (c *apiUserConfig) scopesFor(keepsRefreshToken bool) []string {
+func (c *credential) scopesFor(keepsRefreshToken bool) []string {
 	if keepsRefreshToken {
 		return c.Scopes
 	}
@@ -215,11 +215,11 @@ func (c *apiUserConfig) scopesFor(keepsRefreshToken bool) []string {
 	return scopes
 }
 
-func (c *apiUserConfig) refreshGrant(refreshToken string) irisauth.Grant {
+func (c *credential) refreshGrant(refreshToken string) irisauth.Grant {
 	return c.endpoint().RefreshGrant(refreshToken)
 }
 
-func (c *apiUserConfig) revocationTimeout() time.Duration {
+func (c *credential) revocationTimeout() time.Duration {
 	return min(c.RequestTimeout, maxRevocationTimeout)
 }
 
@@ -297,14 +297,14 @@ func newGeneration() string {
 	return hex.EncodeToString(buf[:])
 }
 
-// storeAPIUser stores cfg in place of existing (nil: a new API user), unless
+// storeCredential stores cfg in place of existing (nil: a new API user), unless
 // a write or delete landed since existing was read; verified, the token of
 // the verifying grant if there was one, becomes the shared token. A write
 // ends any hold on the API user's grants: it may have fixed what IRIS
 // refused. A write that fails changes nothing when it can: the config is
 // put back as it was. A verifying token that is not stored is let go of
 // (abandonRefreshToken).
-func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) error {
+func (b *backend) storeCredential(ctx context.Context, s logical.Storage, name string, existing, cfg *credential, verified *irisauth.Token) error {
 	var abandoned *tokenSession
 	configWritten := false
 	err := b.withSessionLock(name, func() error {
@@ -360,19 +360,19 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 
 // restoreConfig puts back the config a failed write replaced (nil: there
 // was none). Under the session lock.
-func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name string, previous *apiUserConfig) error {
+func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name string, previous *credential) error {
 	if previous == nil {
 		return b.configs.delete(ctx, s, name)
 	}
 	return b.configs.save(ctx, s, name, previous)
 }
 
-// deleteAPIUser deletes the API user and its shared token. Under the session
+// deleteCredential deletes the API user and its shared token. Under the session
 // lock, so that a grant in flight cannot write a session back after the
 // delete: delete always wins. The session goes first: a failure after it
 // leaves the config as it was, with a session the next read obtains again.
-func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name string) error {
-	var cfg *apiUserConfig
+func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name string) error {
+	var cfg *credential
 	var abandoned *tokenSession
 	err := b.withSessionLock(name, func() error {
 		var err error
@@ -400,6 +400,6 @@ func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name str
 }
 
 // config returns the stored API user, or nil when there is none.
-func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*apiUserConfig, error) {
+func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*credential, error) {
 	return b.configs.load(ctx, s, name)
 }
