@@ -32,7 +32,7 @@ const (
 	internalRefreshToken = "refresh_token"
 	internalAccessToken  = "access_token"
 	internalGeneration   = "generation"
-	internalCredentialID    = "api_user_id"
+	internalCredentialID = "api_user_id"
 	// The endpoint the lease's tokens were issued under: they go back
 	// only there. Leases of earlier releases have neither.
 	internalTokenURL      = "token_url"
@@ -69,7 +69,7 @@ func (b *backend) leaseAccessToken(ref credentialRef, cfg *credential, tok *iris
 	}
 	internal := map[string]interface{}{
 		internalConfigName:    ref.name,
-		internalCredentialID:     cfg.identity(),
+		internalCredentialID:  cfg.identity(),
 		internalAccessToken:   tok.AccessToken,
 		internalGeneration:    cfg.Generation,
 		internalTokenURL:      cfg.TokenURL,
