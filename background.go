@@ -61,7 +61,7 @@ func (b *backend) markRead(name string) {
 	b.lastReadMu.Unlock()
 }
 
-// forgetRead prunes a deleted API user from the read tracking.
+// forgetRead prunes a deleted credential from the read tracking.
 func (b *backend) forgetRead(name string) {
 	b.lastReadMu.Lock()
 	delete(b.lastRead, name)

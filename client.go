@@ -19,7 +19,7 @@ func newIRISClient(logger hclog.Logger) *irisauth.Client {
 	return client
 }
 
-// grant sends g for the API user unless its token URL's host is not allowed
+// grant sends g for the credential unless its token URL's host is not allowed
 // or its credentials are held back, and records the outcome.
 func (b *backend) grant(ctx context.Context, ref credentialRef, cfg *credential, g irisauth.Grant) (irisauth.Result, error) {
 	if err := b.checkHost(ctx, keyTokenURL, g.Endpoint.TokenURL); err != nil {
@@ -37,7 +37,7 @@ func (b *backend) grant(ctx context.Context, ref credentialRef, cfg *credential,
 	b.metrics.grantDone(ref.name, cfg.kind().name, g.Type, err, b.now())
 	b.grants.record(t, ref.name, cfg, g.Type, err)
 	if err != nil && refusesCredentials(g.Type, err) {
-		b.Logger().Warn("IRIS refused the API user's credentials; holding further grants back", "name", ref.name, "error", err)
+		b.Logger().Warn("IRIS refused the credential's secrets; holding further grants back", "name", ref.name, "error", err)
 	}
 	return res, err
 }
@@ -71,7 +71,7 @@ func dropForeignRefreshToken(cfg *credential, tok *irisauth.Token) {
 	}
 }
 
-// logIn obtains a new token from the API user's own credentials.
+// logIn obtains a new token from the credential's own secrets.
 func (b *backend) logIn(ctx context.Context, ref credentialRef, cfg *credential, keepsRefreshToken bool) (*irisauth.Token, error) {
 	res, err := b.grant(ctx, ref, cfg, cfg.logInGrant(keepsRefreshToken))
 	return res.Token, err

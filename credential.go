@@ -19,7 +19,7 @@ import (
 	"vault-plugin-secrets-iris/irisauth"
 )
 
-// This file owns the stored API user: its shape, defaults and rules, its
+// This file owns the stored credential: its shape, defaults and rules, its
 // generation, and how it turns into grants for the OAuth client.
 
 const (
@@ -44,12 +44,13 @@ const scopeOfflineAccess = "offline_access"
 
 var defaultScopes = []string{"api", scopeOfflineAccess}
 
-// credential is one stored IRIS API user.
+// credential is one stored IRIS credential of any kind: an API user, an API
+// key or an app installation.
 type credential struct {
 	// ShapeVersion lets a later release upgrade stored entries.
 	ShapeVersion int `json:"shape_version"`
-	// ID is fixed when the API user is created, and changes only with its
-	// client ID or username: a lease or session of one API user is never
+	// ID is fixed when the credential is created, and changes only with its
+	// client ID or username: a lease or session of one credential is never
 	// renewed as another that was given the same name since.
 	ID string `json:"id,omitempty"`
 	// Kind is one of credentialKinds; entries written before kinds existed
@@ -297,10 +298,10 @@ func newGeneration() string {
 	return hex.EncodeToString(buf[:])
 }
 
-// storeCredential stores cfg in place of existing (nil: a new API user), unless
+// storeCredential stores cfg in place of existing (nil: a new credential), unless
 // a write or delete landed since existing was read; verified, the token of
 // the verifying grant if there was one, becomes the shared token. A write
-// ends any hold on the API user's grants: it may have fixed what IRIS
+// ends any hold on the credential's grants: it may have fixed what IRIS
 // refused. A write that fails changes nothing when it can: the config is
 // put back as it was. A verifying token that is not stored is let go of
 // (abandonRefreshToken).
@@ -315,7 +316,7 @@ func (b *backend) storeCredential(ctx context.Context, s logical.Storage, name s
 			return err
 		}
 		if (existing == nil) != (current == nil) || (existing != nil && !reflect.DeepEqual(*existing, *current)) {
-			return logical.CodedError(http.StatusConflict, fmt.Sprintf("API user %q was changed or deleted while this write ran; nothing was stored, write again", name))
+			return logical.CodedError(http.StatusConflict, fmt.Sprintf("%s %q was changed or deleted while this write ran; nothing was stored, write again", cfg.kind().noun, name))
 		}
 		if err := b.configs.save(ctx, s, name, cfg); err != nil {
 			return err
@@ -347,9 +348,9 @@ func (b *backend) storeCredential(ctx context.Context, s logical.Storage, name s
 			if existing != nil && existing.Generation != cfg.Generation {
 				b.revokeAbandonedSession(ctx, name, existing, abandoned)
 			}
-			return fmt.Errorf("API user %q was stored, but its shared token could not be brought in line (the next token/ read replaces it): %w", name, err)
+			return fmt.Errorf("%s %q was stored, but its shared token could not be brought in line (the next token/ read replaces it): %w", cfg.kind().noun, name, err)
 		default:
-			return fmt.Errorf("API user %q: nothing was stored: %w", name, err)
+			return fmt.Errorf("%s %q: nothing was stored: %w", cfg.kind().noun, name, err)
 		}
 	}
 	// status/ counts the verifying grant like any other.
@@ -367,7 +368,7 @@ func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name str
 	return b.configs.save(ctx, s, name, previous)
 }
 
-// deleteCredential deletes the API user and its shared token. Under the session
+// deleteCredential deletes the credential and its shared token. Under the session
 // lock, so that a grant in flight cannot write a session back after the
 // delete: delete always wins. The session goes first: a failure after it
 // leaves the config as it was, with a session the next read obtains again.
@@ -392,14 +393,14 @@ func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name 
 	// delete then failed.
 	b.revokeAbandonedSession(ctx, name, cfg, abandoned)
 	if err != nil {
-		return fmt.Errorf("API user %q was not deleted: %w", name, err)
+		return fmt.Errorf("credential %q was not deleted: %w", name, err)
 	}
 	b.grants.forget(name)
 	b.forgetRead(name)
 	return nil
 }
 
-// config returns the stored API user, or nil when there is none.
+// config returns the stored credential, or nil when there is none.
 func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*credential, error) {
 	return b.configs.load(ctx, s, name)
 }

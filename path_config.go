@@ -42,7 +42,7 @@ func pathConfig(b *backend) []*framework.Path {
 			Fields: map[string]*framework.FieldSchema{
 				keyName: {
 					Type:        framework.TypeString,
-					Description: "Name of this IRIS API user in Vault: letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_'.",
+					Description: "Name of this IRIS credential in Vault: letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_'.",
 					Required:    true,
 				},
 				keyKind: {
@@ -115,32 +115,32 @@ func pathConfig(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
 					Callback: withFieldValidation(b.pathConfigRead),
-					Summary:  "Read an IRIS API user's settings; secrets are never returned.",
+					Summary:  "Read an IRIS credential's settings; secrets are never returned.",
 				},
 				logical.CreateOperation: &framework.PathOperation{
 					Callback:                    withFieldValidation(b.pathConfigWrite),
-					Summary:                     "Store a new IRIS API user.",
+					Summary:                     "Store a new IRIS credential (API user, API key or app installation).",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback:                    withFieldValidation(b.pathConfigWrite),
-					Summary:                     "Change the named fields of a stored IRIS API user.",
+					Summary:                     "Change the named fields of a stored IRIS credential.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback:                    withFieldValidation(b.pathConfigDelete),
-					Summary:                     "Delete an IRIS API user.",
+					Summary:                     "Delete an IRIS credential.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 			},
-			HelpSynopsis:    "Store an IRIS API user: its client ID and secret, username and password.",
+			HelpSynopsis:    "Store an IRIS credential: an API user (client ID and secret, username and password), an API key or an app installation (client ID and secret).",
 			HelpDescription: strings.TrimSpace(configHelp),
 		},
-		b.credentialListPath("config", "api-users", "List the names of the stored IRIS API users.",
-			"List the stored IRIS API users.", "Lists the names under config/. Nothing else about the users is returned."),
+		b.credentialListPath("config", "api-users", "List the names of the stored IRIS credentials.",
+			"List the stored IRIS credentials.", "Lists the names under config/. Nothing else about the credentials is returned."),
 	}
 }
 
@@ -217,7 +217,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	if err := b.deleteCredential(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
-	b.Logger().Info("API user deleted", "name", name)
+	b.Logger().Info("credential deleted", "name", name)
 	return nil, nil
 }
 
@@ -233,7 +233,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if req.Operation == logical.UpdateOperation && existing == nil {
 		// Only reachable without an existence check (tests calling the
 		// handler directly); Vault routes writes to new names to create.
-		return logical.ErrorResponse("API user %q does not exist; create it with all required fields", name), nil
+		return logical.ErrorResponse("no credential %q exists; create it with all required fields", name), nil
 	}
 
 	var cfg *credential
@@ -276,7 +276,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	switch {
 	case existing == nil, existing.ClientID != cfg.ClientID, existing.Username != cfg.Username:
-		// Another API user, whatever the name: nothing issued for the
+		// Another credential, whatever the name: nothing issued for the
 		// previous one may act for this one.
 		cfg.ID = newGeneration()
 	default:
@@ -295,7 +295,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.seededHosts.Store(nil)
-	b.Logger().Info("API user stored", "name", name, "created", existing == nil)
+	b.Logger().Info("credential stored", "name", name, "created", existing == nil)
 	return nil, nil
 }
 

@@ -215,7 +215,7 @@ func TestCredsRenewFailsClearly(t *testing.T) {
 		lease := issued(env.readCreds("demo"), time.Now())
 		env.mustRequest(logical.DeleteOperation, "config/demo", nil)
 		_, err := env.renew(lease, 0)
-		require.ErrorContains(t, err, "the API user that issued this lease no longer exists at iris/config/demo")
+		require.ErrorContains(t, err, "the credential that issued this lease no longer exists at iris/config/demo")
 		require.ErrorContains(t, err, "read iris/creds/demo again")
 	})
 	t.Run("renewal switched off", func(t *testing.T) {

@@ -26,13 +26,13 @@ const (
 func pathToken(b *backend) []*framework.Path {
 	return []*framework.Path{credentialPath("token", "read", "shared-token", &framework.PathOperation{
 		Callback: b.pathTokenRead,
-		Summary:  "Get the API user's shared, always-fresh IRIS access token (no lease).",
-	}, "Get the shared IRIS access token of an API user.", tokenHelp)}
+		Summary:  "Get the credential's shared, always-fresh IRIS access token (no lease).",
+	}, "Get the shared IRIS access token of a credential.", tokenHelp)}
 }
 
 const tokenHelp = `
-Returns the one token the engine keeps for the API user at config/<name>, and
-replaces it through the refresh token (or the password grant) once less than
+Returns the one token the engine keeps for the credential at config/<name>,
+and replaces it once less than
 a third of its lifetime is left. Every reader gets the same token, so a
 thousand readers cost one grant per token lifetime.
 

@@ -12,8 +12,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// What every path file shares: how a path names an API user, how unknown
-// fields are refused, and how a name becomes a stored API user.
+// What every path file shares: how a path names a credential, how unknown
+// fields are refused, and how a name becomes a stored credential.
 
 const (
 	// operationPrefix names every operation in Vault's OpenAPI document.
@@ -59,7 +59,7 @@ func nameFrom(d *framework.FieldData) (string, *logical.Response) {
 	return name, nil
 }
 
-// credentialPath is a path that reads something of one stored API user:
+// credentialPath is a path that reads something of one stored credential:
 // <prefix>/<name>, its read operation, and its help.
 func credentialPath(prefix, verb, suffix string, read *framework.PathOperation, synopsis, help string) *framework.Path {
 	read.Callback = withFieldValidation(read.Callback)
@@ -77,7 +77,7 @@ func credentialPath(prefix, verb, suffix string, read *framework.PathOperation, 
 	}
 }
 
-// credentialListPath lists the stored API users' names under prefix/.
+// credentialListPath lists the stored credentials' names under prefix/.
 func (b *backend) credentialListPath(prefix, suffix, summary, synopsis, help string) *framework.Path {
 	return &framework.Path{
 		Pattern: prefix + "/?$",
@@ -101,18 +101,18 @@ func (b *backend) listCredentials(ctx context.Context, req *logical.Request, _ *
 	return logical.ListResponse(names), nil
 }
 
-// credentialNameField is the schema of the paths that act for a stored API user.
+// credentialNameField is the schema of the paths that act for a stored credential.
 func credentialNameField() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		keyName: {
 			Type:        framework.TypeString,
-			Description: "Name of the API user, as stored at config/<name>.",
+			Description: "Name of the credential, as stored at config/<name>.",
 			Required:    true,
 		},
 	}
 }
 
-// credentialRef names an API user the way an operator reaches it: its name on
+// credentialRef names a credential the way an operator reaches it: its name on
 // the mount the request came through, so that hints in errors name paths
 // that exist.
 type credentialRef struct {
@@ -152,7 +152,7 @@ func (r credentialRef) settingsPath() string {
 	return r.mount + settingsStorageKey
 }
 
-// apiUser resolves the path's name to its stored API user; a bad name is an
+// apiUser resolves the path's name to its stored credential; a bad name is an
 // error response, an unknown one an error.
 func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (credentialRef, *credential, *logical.Response, error) {
 	name, errResp := nameFrom(d)
@@ -170,7 +170,7 @@ func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framewor
 	return ref.of(cfg), cfg, nil, nil
 }
 
-// unknownCredential is the caller's mistake of naming an API user that is not
+// unknownCredential is the caller's mistake of naming a credential that is not
 // configured. A 400 rather than a 404: the Vault CLI prints a 404 as "No
 // value found" and drops the message, which here says what to do.
 func unknownCredential(ref credentialRef) error {

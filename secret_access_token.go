@@ -32,6 +32,8 @@ const (
 	internalRefreshToken = "refresh_token"
 	internalAccessToken  = "access_token"
 	internalGeneration   = "generation"
+	// The key keeps its first name: leases issued before there were other
+	// kinds carry it, and renew only if it is still read.
 	internalCredentialID = "api_user_id"
 	// The endpoint the lease's tokens were issued under: they go back
 	// only there. Leases of earlier releases have neither.
@@ -126,9 +128,9 @@ func leaseTTL(ref credentialRef, tok *irisauth.Token, now time.Time) (time.Durat
 }
 
 // renewAccessToken renews a lease by trading its refresh token for a new
-// access token. It renews only as the API user that issued the lease: one
+// access token. It renews only as the credential that issued the lease: one
 // deleted, or re-created or repointed under the same name since, is another
-// API user, and nothing is sent for it. Vault turns any error here into a
+// credential, and nothing is sent for it. Vault turns any error here into a
 // 400 with its own prefix, so each error's text must stand on its own.
 func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	ref := refFor(req, internalString(req.Secret, internalConfigName))
@@ -137,12 +139,12 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 		return nil, err
 	}
 	if cfg == nil || cfg.identity() != leaseCredentialID(req.Secret) {
-		return nil, fmt.Errorf("the API user that issued this lease no longer exists at %s (deleted, or replaced by another API user of the same name), so the lease cannot be renewed; read %s again for a new token",
+		return nil, fmt.Errorf("the credential that issued this lease no longer exists at %s (deleted, or replaced by another credential of the same name), so the lease cannot be renewed; read %s again for a new token",
 			ref.configPath(), ref.credsPath())
 	}
 	ref = ref.of(cfg)
 	if !cfg.RenewableLeases {
-		return nil, fmt.Errorf("renewal is disabled for API user %q (renewable_leases=false); read %s again for a new token", ref.name, ref.credsPath())
+		return nil, fmt.Errorf("renewal is disabled for %s %q (renewable_leases=false); read %s again for a new token", ref.noun(), ref.name, ref.credsPath())
 	}
 
 	// Refuse before calling IRIS what Vault would refuse after: a renewal
@@ -150,15 +152,15 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	// nothing.
 	ttl, warnings, err := framework.CalculateTTL(b.System(), req.Secret.Increment, cfg.TTL, 0, cfg.MaxTTL, 0, req.Secret.IssueTime)
 	if err != nil {
-		return nil, fmt.Errorf("lease of API user %q cannot be renewed: %w; read %s again for a new token", ref.name, err, ref.credsPath())
+		return nil, fmt.Errorf("lease of %s %q cannot be renewed: %w; read %s again for a new token", ref.noun(), ref.name, err, ref.credsPath())
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("lease of API user %q has reached its max TTL; read %s again for a new token", ref.name, ref.credsPath())
+		return nil, fmt.Errorf("lease of %s %q has reached its max TTL; read %s again for a new token", ref.noun(), ref.name, ref.credsPath())
 	}
 	if cfg.TTL > 0 && ttl > cfg.TTL {
 		// A caller's -increment overrides the config's ttl in CalculateTTL.
 		ttl = cfg.TTL
-		warnings = append(warnings, fmt.Sprintf("TTL capped at the API user's ttl of %s", cfg.TTL))
+		warnings = append(warnings, fmt.Sprintf("TTL capped at the %s's ttl of %s", ref.noun(), cfg.TTL))
 	}
 
 	refreshToken := internalString(req.Secret, internalRefreshToken)
@@ -173,7 +175,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 		if err != nil {
 			// Nothing was sent: the lease keeps its refresh token for the
 			// next renewal.
-			return nil, fmt.Errorf("lease of API user %q was not renewed: recording its refresh token as spent failed: %w", ref.name, err)
+			return nil, fmt.Errorf("lease of %s %q was not renewed: recording its refresh token as spent failed: %w", ref.noun(), ref.name, err)
 		}
 		if !fresh {
 			// An earlier renewal sent it and then failed: it may be spent.
@@ -230,7 +232,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	return resp, nil
 }
 
-// leaseCredentialID is the identity of the API user that issued the lease.
+// leaseCredentialID is the identity of the credential that issued the lease.
 // Leases issued before identities existed carry their config generation,
 // which stands in for it (see credential.identity).
 func leaseCredentialID(secret *logical.Secret) string {

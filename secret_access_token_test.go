@@ -42,7 +42,7 @@ func TestLeaseBoundToItsCredential(t *testing.T) {
 			env.iris.ResetStats()
 
 			_, err := env.renew(lease, 0)
-			require.ErrorContains(t, err, "replaced by another API user of the same name")
+			require.ErrorContains(t, err, "replaced by another credential of the same name")
 			require.ErrorContains(t, err, "read iris/creds/demo again")
 			require.NoError(t, env.revoke(lease))
 			st := env.iris.Stats()

@@ -29,7 +29,7 @@ const (
 	minOutageFloor = time.Minute
 )
 
-// tokenSession is the one shared token of an API user, served by token/.
+// tokenSession is the one shared token of a credential, served by token/.
 type tokenSession struct {
 	ShapeVersion int       `json:"shape_version"`
 	AccessToken  string    `json:"access_token"`
@@ -117,7 +117,7 @@ func (s *tokenSession) outageFloor() time.Duration {
 	return max(minOutageFloor, s.lifetime()/20)
 }
 
-// sharedToken returns the API user's session, replacing its token first when
+// sharedToken returns the credential's session, replacing its token first when
 // it is due. When IRIS cannot replace a due token that still has life enough
 // left, it returns the current one with the failure as refreshErr; cfg is
 // the config the session belongs to (re-read if it changed meanwhile).
@@ -173,14 +173,14 @@ func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref creden
 
 // staleSessionError says a grant's result was thrown away because the
 // config changed while it ran.
-type staleSessionError struct{ name string }
+type staleSessionError struct{ noun, name string }
 
 func (e *staleSessionError) Error() string {
-	return fmt.Sprintf("API user %q was changed or deleted while its token was being replaced; read again", e.name)
+	return fmt.Sprintf("%s %q was changed or deleted while its token was being replaced; read again", e.noun, e.name)
 }
 
 // refreshSession replaces the named session's token, unless another caller
-// already did. However many callers arrive at once, one grant per API user is
+// already did. However many callers arrive at once, one grant per credential is
 // in flight; the others wait for its result.
 // A session is replaced when it is within ahead of its refresh point.
 func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref credentialRef, ahead time.Duration) (*tokenSession, error) {
@@ -216,7 +216,7 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 		return nil, err
 	}
 	if cfg == nil {
-		return nil, &staleSessionError{name: name}
+		return nil, &staleSessionError{noun: ref.noun(), name: name}
 	}
 	sess, err := b.sessions.loadUncached(ctx, s, name)
 	if err != nil {
@@ -276,7 +276,7 @@ func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, 
 			return err
 		}
 		if current == nil || current.Generation != cfg.Generation || current.Revision != cfg.Revision {
-			return &staleSessionError{name: name}
+			return &staleSessionError{noun: cfg.kind().noun, name: name}
 		}
 		return b.sessions.save(ctx, s, name, sess)
 	})
