@@ -1,6 +1,6 @@
 // Package iris is a Vault secrets engine that hands out short-lived Trackunit
 // IRIS API access tokens, so that no application, template or CI job needs an
-// IRIS API user's password or client secret.
+// IRIS credential's password or client secret.
 package iris
 
 import (
@@ -31,10 +31,10 @@ type backend struct {
 	grants    *grantBook
 	refresher *backgroundRefresher
 	metrics   *mountMetrics
-	configs   *entryCache[apiUserConfig]
+	configs   *entryCache[credential]
 	sessions  *entryCache[tokenSession]
 
-	// flights lets one grant per API user run at a time; sessionLocks
+	// flights lets one grant per credential run at a time; sessionLocks
 	// order a grant's write-back against config writes and deletes.
 	flights      singleflight.Group
 	sessionLocks []*locksutil.LockEntry
@@ -89,7 +89,7 @@ func newBackend(opts backendOptions) *backend {
 	b := &backend{
 		client:       opts.client,
 		now:          opts.now,
-		configs:      newEntryCache[apiUserConfig](configStoragePrefix),
+		configs:      newEntryCache[credential](configStoragePrefix),
 		sessions:     newEntryCache[tokenSession](sessionStoragePrefix),
 		sessionLocks: locksutil.CreateLocks(),
 		lastRead:     make(map[string]time.Time),
@@ -275,8 +275,11 @@ func (b *backend) invalidate(_ context.Context, key string) {
 const backendHelp = `
 The IRIS secrets engine issues short-lived Trackunit IRIS API access tokens.
 
-Store an IRIS API user (client ID and secret, username and password) at
-config/<name>; the secrets never leave Vault again. Read creds/<name> for a
-leased access token of your own, or token/<name> for the API user's one
-shared, always-fresh token. See path-help of each path for details.
+Store a credential at config/<name>, of one of three kinds: an API user
+(kind=api_user: client ID and secret, username and password; password grant),
+an API key (kind=api_key: client ID and secret; client_credentials grant) or
+an IrisX app installation (kind=app: client ID and secret; client_credentials
+grant). The secrets never leave Vault again. Read creds/<name> for a leased
+access token of your own, or token/<name> for the credential's one shared,
+always-fresh token. See path-help of each path for details.
 `

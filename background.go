@@ -61,7 +61,7 @@ func (b *backend) markRead(name string) {
 	b.lastReadMu.Unlock()
 }
 
-// forgetRead prunes a deleted API user from the read tracking.
+// forgetRead prunes a deleted credential from the read tracking.
 func (b *backend) forgetRead(name string) {
 	b.lastReadMu.Lock()
 	delete(b.lastRead, name)
@@ -90,7 +90,7 @@ func (b *backend) readSince(name string, t time.Time) bool {
 // and its refresh point less the lead, chosen by a hash of its name and
 // token, so that many sessions obtained at once are spread over that window
 // instead of all being replaced in the same minute.
-func backgroundDueAt(name string, sess *tokenSession, cfg *apiUserConfig) time.Time {
+func backgroundDueAt(name string, sess *tokenSession, cfg *credential) time.Time {
 	earliest := sess.ObtainedAt.Add(sess.lifetime() / 2)
 	latest := sess.refreshAt(cfg).Add(-backgroundLead)
 	window := latest.Sub(earliest)
@@ -157,7 +157,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 }
 
 // refreshInBackground replaces one due session.
-func (b *backend) refreshInBackground(s logical.Storage, ref apiUserRef) error {
+func (b *backend) refreshInBackground(s logical.Storage, ref credentialRef) error {
 	ctx := b.refresher.ctx
 	cfg, err := b.config(ctx, s, ref.name)
 	if err != nil || cfg == nil {

@@ -19,9 +19,9 @@ func newIRISClient(logger hclog.Logger) *irisauth.Client {
 	return client
 }
 
-// grant sends g for the API user unless its token URL's host is not allowed
+// grant sends g for the credential unless its token URL's host is not allowed
 // or its credentials are held back, and records the outcome.
-func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, g irisauth.Grant) (irisauth.Result, error) {
+func (b *backend) grant(ctx context.Context, ref credentialRef, cfg *credential, g irisauth.Grant) (irisauth.Result, error) {
 	if err := b.checkHost(ctx, keyTokenURL, g.Endpoint.TokenURL); err != nil {
 		b.Logger().Warn("grant not sent", "name", ref.name, "error", err)
 		return irisauth.Result{RefreshToken: irisauth.RefreshTokenUnused}, err
@@ -37,7 +37,7 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 	b.metrics.grantDone(ref.name, cfg.kind().name, g.Type, err, b.now())
 	b.grants.record(t, ref.name, cfg, g.Type, err)
 	if err != nil && refusesCredentials(g.Type, err) {
-		b.Logger().Warn("IRIS refused the API user's credentials; holding further grants back", "name", ref.name, "error", err)
+		b.Logger().Warn("IRIS refused the credential's secrets; holding further grants back", "name", ref.name, "error", err)
 	}
 	return res, err
 }
@@ -48,7 +48,7 @@ func (b *backend) grant(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 // is unproven it is the identity's one attempt all the same: other grants
 // wait for it. A refusal holds nothing, since the refused credentials are
 // not stored.
-func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Token, error) {
+func (b *backend) verify(ctx context.Context, cfg *credential) (*irisauth.Token, error) {
 	g := cfg.logInGrant(true)
 	if err := b.checkHost(ctx, keyTokenURL, g.Endpoint.TokenURL); err != nil {
 		return nil, err
@@ -65,14 +65,14 @@ func (b *backend) verify(ctx context.Context, cfg *apiUserConfig) (*irisauth.Tok
 // app's grant returned: client_credentials holders never get one by the
 // protocol, so nothing here would know how to keep it, and it is never
 // stored or sent (not even to revoke it).
-func dropForeignRefreshToken(cfg *apiUserConfig, tok *irisauth.Token) {
+func dropForeignRefreshToken(cfg *credential, tok *irisauth.Token) {
 	if tok != nil && !cfg.kind().actsAsUser {
 		tok.RefreshToken = ""
 	}
 }
 
-// logIn obtains a new token from the API user's own credentials.
-func (b *backend) logIn(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, keepsRefreshToken bool) (*irisauth.Token, error) {
+// logIn obtains a new token from the credential's own secrets.
+func (b *backend) logIn(ctx context.Context, ref credentialRef, cfg *credential, keepsRefreshToken bool) (*irisauth.Token, error) {
 	res, err := b.grant(ctx, ref, cfg, cfg.logInGrant(keepsRefreshToken))
 	return res.Token, err
 }
@@ -83,7 +83,7 @@ func (b *backend) logIn(ctx context.Context, ref apiUserRef, cfg *apiUserConfig,
 // or the answer was lost after IRIS may have acted on it. A refresh token is
 // therefore never sent twice; the outcome tells the caller whether the one
 // it passed is still good (only when IRIS provably did not act on it).
-func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUserConfig, refreshToken string) (*irisauth.Token, irisauth.RefreshOutcome, error) {
+func (b *backend) refreshOrLogIn(ctx context.Context, ref credentialRef, cfg *credential, refreshToken string) (*irisauth.Token, irisauth.RefreshOutcome, error) {
 	if refreshToken == "" {
 		tok, err := b.logIn(ctx, ref, cfg, true)
 		return tok, irisauth.RefreshTokenUnused, err
@@ -106,7 +106,7 @@ func (b *backend) refreshOrLogIn(ctx context.Context, ref apiUserRef, cfg *apiUs
 // returned, since Vault's side of a revocation must not depend on IRIS.
 // After an endpoint did not answer, calls are skipped for a while. It
 // reports whether IRIS confirmed the revocation.
-func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *apiUserConfig, revocationURL, token, tokenTypeHint string) (revoked bool) {
+func (b *backend) revokeAtIRIS(ctx context.Context, name string, cfg *credential, revocationURL, token, tokenTypeHint string) (revoked bool) {
 	if revocationURL == "" || token == "" {
 		return false
 	}

@@ -16,7 +16,7 @@ import (
 // on, and carries a status that tells callers whether to retry.
 
 // upstreamResponseError is the error for a read or write that called IRIS.
-func upstreamResponseError(ref apiUserRef, err error) error {
+func upstreamResponseError(ref credentialRef, err error) error {
 	return logical.CodedError(upstreamStatus(err), describeUpstreamError(ref, err))
 }
 
@@ -48,7 +48,7 @@ func upstreamStatus(err error) int {
 
 // describeUpstreamError is the operator-facing text of a client error. It
 // has no secret in it: the client's errors carry none.
-func describeUpstreamError(ref apiUserRef, err error) string {
+func describeUpstreamError(ref credentialRef, err error) string {
 	msg := fmt.Sprintf("%s %q: %s", ref.noun(), ref.name, err)
 	if hint := upstreamHint(ref, err); hint != "" {
 		msg += ": " + hint
@@ -56,7 +56,7 @@ func describeUpstreamError(ref apiUserRef, err error) string {
 	return msg
 }
 
-func upstreamHint(ref apiUserRef, err error) string {
+func upstreamHint(ref credentialRef, err error) string {
 	if isHostNotAllowed(err) {
 		return fmt.Sprintf("an operator with update on %s can allow it, or update the URL at %s", ref.settingsPath(), ref.configPath())
 	}

@@ -173,7 +173,7 @@ func writeFuzzedConfig(t *testing.T, b *backend, storage logical.Storage, path s
 		if !ok {
 			continue
 		}
-		var cfg apiUserConfig
+		var cfg credential
 		if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 			t.Fatalf("stored %s does not decode: %v", key, err)
 		}
@@ -195,7 +195,7 @@ func writeFuzzedConfig(t *testing.T, b *backend, storage logical.Storage, path s
 	}
 }
 
-func checkStoredConfig(t *testing.T, name string, cfg *apiUserConfig) {
+func checkStoredConfig(t *testing.T, name string, cfg *credential) {
 	t.Helper()
 	if !nameRegex.MatchString(name) || len(name) > maxNameLength {
 		t.Fatalf("config stored under the invalid name %q", name)

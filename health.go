@@ -98,7 +98,7 @@ func newGrantBook(now func() time.Time) *grantBook {
 
 // upstreamIdentity is the identity the config's grants are counted
 // against: a client-credentials kind has no user, so its client is all.
-func upstreamIdentity(cfg *apiUserConfig) string {
+func upstreamIdentity(cfg *credential) string {
 	user := ""
 	if cfg.kind().actsAsUser {
 		user = cfg.Username
@@ -131,7 +131,7 @@ func (gb *grantBook) upstreamLocked(key string) *upstreamHealth {
 
 // nameLocked returns the name's record, starting one for cfg when the
 // book has none (since the start or a delete).
-func (gb *grantBook) nameLocked(name string, cfg *apiUserConfig) *nameHealth {
+func (gb *grantBook) nameLocked(name string, cfg *credential) *nameHealth {
 	n := gb.byName[name]
 	if n == nil {
 		n = &nameHealth{generation: cfg.Generation}
@@ -145,7 +145,7 @@ func (gb *grantBook) nameLocked(name string, cfg *apiUserConfig) *nameHealth {
 
 // isCurrent reports whether cfg is the config the book last saw written
 // under the name.
-func (n *nameHealth) isCurrent(cfg *apiUserConfig) bool {
+func (n *nameHealth) isCurrent(cfg *credential) bool {
 	return n.generation == "" || n.generation == cfg.Generation
 }
 
@@ -215,7 +215,7 @@ type ticket struct {
 // timeout, and then proceed or answer with the hold. A refresh-token grant
 // proves nothing about the password, so it never is the attempt, but it
 // waits for one in flight too.
-func (gb *grantBook) admit(ctx context.Context, name string, cfg *apiUserConfig, grant irisauth.GrantType) (ticket, error) {
+func (gb *grantBook) admit(ctx context.Context, name string, cfg *credential, grant irisauth.GrantType) (ticket, error) {
 	var timer *time.Timer
 	for {
 		gb.mu.Lock()
@@ -267,7 +267,7 @@ func (gb *grantBook) admit(ctx context.Context, name string, cfg *apiUserConfig,
 // what IRIS refused, but while the identity is unproven and no attempt is in
 // flight it is the attempt, and other grants wait for it: a burst does not
 // run alongside it.
-func (gb *grantBook) admitVerify(cfg *apiUserConfig) ticket {
+func (gb *grantBook) admitVerify(cfg *credential) ticket {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
 	key := upstreamIdentity(cfg)
@@ -281,7 +281,7 @@ func (gb *grantBook) admitVerify(cfg *apiUserConfig) ticket {
 }
 
 // record notes the outcome of a grant admit let through.
-func (gb *grantBook) record(t ticket, name string, cfg *apiUserConfig, grant irisauth.GrantType, err error) {
+func (gb *grantBook) record(t ticket, name string, cfg *credential, grant irisauth.GrantType, err error) {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
 	now := gb.now()
@@ -298,7 +298,7 @@ func (gb *grantBook) record(t ticket, name string, cfg *apiUserConfig, grant iri
 // stored config's: a refusal of credentials that were never stored holds
 // nothing (the stored ones may well be right), and a success counts once
 // the config is stored (configWritten).
-func (gb *grantBook) verifyDone(t ticket, cfg *apiUserConfig) {
+func (gb *grantBook) verifyDone(t ticket, cfg *credential) {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
 	t.current = false
@@ -307,7 +307,7 @@ func (gb *grantBook) verifyDone(t ticket, cfg *apiUserConfig) {
 
 // settleLocked ends the ticket's attempt and applies its outcome to the
 // identity, unless a config write came since it was admitted.
-func (gb *grantBook) settleLocked(t ticket, cfg *apiUserConfig, grant irisauth.GrantType, err error) {
+func (gb *grantBook) settleLocked(t ticket, cfg *credential, grant irisauth.GrantType, err error) {
 	u := gb.byIdentity[t.identity]
 	if t.attempt != nil {
 		close(t.attempt)
@@ -370,7 +370,7 @@ func pruneBefore(times []time.Time, cutoff time.Time) []time.Time {
 // verifying grant just succeeded (verified), which counts as the name's
 // grant. A write that changes the generation starts the name's counters
 // afresh.
-func (gb *grantBook) configWritten(name string, cfg *apiUserConfig, verified bool) {
+func (gb *grantBook) configWritten(name string, cfg *credential, verified bool) {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
 	n := gb.byName[name]
@@ -436,7 +436,7 @@ func (gb *grantBook) revocationPaused(name string) bool {
 
 // revocationFailed pauses remote revocation after an endpoint that did not
 // answer; a refusal or a bad answer came quickly and pauses nothing.
-func (gb *grantBook) revocationFailed(name string, cfg *apiUserConfig, err error) {
+func (gb *grantBook) revocationFailed(name string, cfg *credential, err error) {
 	var e *irisauth.Error
 	if !errors.As(err, &e) || (e.Kind != irisauth.KindTimeout && e.Kind != irisauth.KindUnreachable) {
 		return
@@ -459,7 +459,7 @@ type grantReport struct {
 	HeldBecause         string
 }
 
-func (gb *grantBook) report(name string, cfg *apiUserConfig) grantReport {
+func (gb *grantBook) report(name string, cfg *credential) grantReport {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
 	var r grantReport

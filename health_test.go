@@ -20,8 +20,8 @@ import (
 var refusedPassword = &irisauth.Error{Kind: irisauth.KindRejected, Grant: irisauth.GrantPassword, Code: "invalid_grant", Status: 400}
 
 // holdConfig is a config as the book sees it: an API user at a token URL.
-func holdConfig(name, username, generation string) *apiUserConfig {
-	return &apiUserConfig{Kind: kindAPIUser, ClientID: "0oa-client", Username: username, TokenURL: "https://iris.example/token",
+func holdConfig(name, username, generation string) *credential {
+	return &credential{Kind: kindAPIUser, ClientID: "0oa-client", Username: username, TokenURL: "https://iris.example/token",
 		Generation: generation, RequestTimeout: time.Second}
 }
 
@@ -445,30 +445,30 @@ func TestHoldAcrossAConfigWrite(t *testing.T) {
 // has no user.
 func TestUpstreamIdentity(t *testing.T) {
 	base := holdConfig("x", "user", "g1")
-	with := func(edit func(*apiUserConfig)) *apiUserConfig {
+	with := func(edit func(*credential)) *credential {
 		c := *base
 		edit(&c)
 		return &c
 	}
-	same := []*apiUserConfig{
-		with(func(c *apiUserConfig) { c.TokenURL = "https://IRIS.example:443/token" }),
-		with(func(c *apiUserConfig) { c.TokenURL = "https://iris.example/other/path" }),
-		with(func(c *apiUserConfig) { c.Password, c.Generation, c.Scopes = "other", "g2", []string{"api"} }),
+	same := []*credential{
+		with(func(c *credential) { c.TokenURL = "https://IRIS.example:443/token" }),
+		with(func(c *credential) { c.TokenURL = "https://iris.example/other/path" }),
+		with(func(c *credential) { c.Password, c.Generation, c.Scopes = "other", "g2", []string{"api"} }),
 	}
 	for _, c := range same {
 		require.Equal(t, upstreamIdentity(base), upstreamIdentity(c), c.TokenURL)
 	}
-	other := []*apiUserConfig{
-		with(func(c *apiUserConfig) { c.TokenURL = "https://iris.example:8443/token" }),
-		with(func(c *apiUserConfig) { c.TokenURL = "https://stage.iris.example/token" }),
-		with(func(c *apiUserConfig) { c.ClientID = "0oa-other" }),
-		with(func(c *apiUserConfig) { c.Username = "other-user" }),
+	other := []*credential{
+		with(func(c *credential) { c.TokenURL = "https://iris.example:8443/token" }),
+		with(func(c *credential) { c.TokenURL = "https://stage.iris.example/token" }),
+		with(func(c *credential) { c.ClientID = "0oa-other" }),
+		with(func(c *credential) { c.Username = "other-user" }),
 	}
 	for _, c := range other {
 		require.NotEqual(t, upstreamIdentity(base), upstreamIdentity(c), "%+v", c)
 	}
-	key := with(func(c *apiUserConfig) { c.Kind, c.Username = kindAPIKey, "" })
-	require.Equal(t, upstreamIdentity(key), upstreamIdentity(with(func(c *apiUserConfig) { c.Kind = kindAPIKey })),
+	key := with(func(c *credential) { c.Kind, c.Username = kindAPIKey, "" })
+	require.Equal(t, upstreamIdentity(key), upstreamIdentity(with(func(c *credential) { c.Kind = kindAPIKey })),
 		"a key's identity has no user")
 }
 

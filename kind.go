@@ -11,6 +11,8 @@ import (
 // Everything else (leases, the shared token, holds, status) treats them
 // alike: a kind only decides where a token comes from and how.
 
+// The kinds' values are stored in every config and written by operators;
+// they are part of the API and never renamed.
 const (
 	kindAPIUser = "api_user"
 	kindAPIKey  = "api_key"

@@ -246,7 +246,7 @@ type credentialFigures struct {
 }
 
 // grantFigures is the fleet view's one look into the grant book.
-func (b *backend) grantFigures(name string, cfg *apiUserConfig, f *credentialFigures) {
+func (b *backend) grantFigures(name string, cfg *credential, f *credentialFigures) {
 	r := b.grants.report(name, cfg)
 	f.lastSuccess, f.lastFailure, f.heldUntil = r.LastSuccess, r.LastFailure, r.HeldUntil
 	f.failing = r.ConsecutiveFailures > 0

@@ -42,7 +42,7 @@ func pathConfig(b *backend) []*framework.Path {
 			Fields: map[string]*framework.FieldSchema{
 				keyName: {
 					Type:        framework.TypeString,
-					Description: "Name of this IRIS API user in Vault: letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_'.",
+					Description: "Name of this IRIS credential in Vault: letters, digits, '_', '-' and '.', starting and ending with a letter, digit or '_'.",
 					Required:    true,
 				},
 				keyKind: {
@@ -115,32 +115,32 @@ func pathConfig(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
 					Callback: withFieldValidation(b.pathConfigRead),
-					Summary:  "Read an IRIS API user's settings; secrets are never returned.",
+					Summary:  "Read an IRIS credential's settings; secrets are never returned.",
 				},
 				logical.CreateOperation: &framework.PathOperation{
 					Callback:                    withFieldValidation(b.pathConfigWrite),
-					Summary:                     "Store a new IRIS API user.",
+					Summary:                     "Store a new IRIS credential (API user, API key or app installation).",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback:                    withFieldValidation(b.pathConfigWrite),
-					Summary:                     "Change the named fields of a stored IRIS API user.",
+					Summary:                     "Change the named fields of a stored IRIS credential.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback:                    withFieldValidation(b.pathConfigDelete),
-					Summary:                     "Delete an IRIS API user.",
+					Summary:                     "Delete an IRIS credential.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 				},
 			},
-			HelpSynopsis:    "Store an IRIS API user: its client ID and secret, username and password.",
+			HelpSynopsis:    "Store an IRIS credential: an API user (client ID and secret, username and password), an API key or an app installation (client ID and secret).",
 			HelpDescription: strings.TrimSpace(configHelp),
 		},
-		b.apiUserListPath("config", "api-users", "List the names of the stored IRIS API users.",
-			"List the stored IRIS API users.", "Lists the names under config/. Nothing else about the users is returned."),
+		b.credentialListPath("config", "api-users", "List the names of the stored IRIS credentials.",
+			"List the stored IRIS credentials.", "Lists the names under config/. Nothing else about the credentials is returned."),
 	}
 }
 
@@ -214,10 +214,10 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	if errResp != nil {
 		return errResp, nil
 	}
-	if err := b.deleteAPIUser(ctx, req.Storage, name); err != nil {
+	if err := b.deleteCredential(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
-	b.Logger().Info("API user deleted", "name", name)
+	b.Logger().Info("credential deleted", "name", name)
 	return nil, nil
 }
 
@@ -233,10 +233,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if req.Operation == logical.UpdateOperation && existing == nil {
 		// Only reachable without an existence check (tests calling the
 		// handler directly); Vault routes writes to new names to create.
-		return logical.ErrorResponse("API user %q does not exist; create it with all required fields", name), nil
+		return logical.ErrorResponse("no credential %q exists; create it with all required fields", name), nil
 	}
 
-	var cfg *apiUserConfig
+	var cfg *credential
 	if existing != nil {
 		copied := *existing
 		cfg = &copied
@@ -253,7 +253,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if !ok {
 			return logical.ErrorResponse("%s must be one of %s", keyKind, kindNames()), nil
 		}
-		cfg = newAPIUserConfig(kind)
+		cfg = newCredential(kind)
 	}
 	if refused := inapplicableFields(cfg.kind(), d); len(refused) > 0 {
 		return logical.ErrorResponse("invalid configuration for %q: %s", name, strings.Join(refused, "; ")), nil
@@ -276,7 +276,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	switch {
 	case existing == nil, existing.ClientID != cfg.ClientID, existing.Username != cfg.Username:
-		// Another API user, whatever the name: nothing issued for the
+		// Another credential, whatever the name: nothing issued for the
 		// previous one may act for this one.
 		cfg.ID = newGeneration()
 	default:
@@ -291,18 +291,18 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 
-	if err := b.storeAPIUser(ctx, req.Storage, name, existing, cfg, verified); err != nil {
+	if err := b.storeCredential(ctx, req.Storage, name, existing, cfg, verified); err != nil {
 		return nil, err
 	}
 	b.seededHosts.Store(nil)
-	b.Logger().Info("API user stored", "name", name, "created", existing == nil)
+	b.Logger().Info("credential stored", "name", name, "created", existing == nil)
 	return nil, nil
 }
 
 // refuseHostsNotAllowed answers a write whose token_url or revocation_url
 // names a host the mount does not allow, before anything is sent: with
 // update on config/ alone nobody can move where secrets and tokens go.
-func (b *backend) refuseHostsNotAllowed(ctx context.Context, req *logical.Request, name string, cfg *apiUserConfig) (*logical.Response, error) {
+func (b *backend) refuseHostsNotAllowed(ctx context.Context, req *logical.Request, name string, cfg *credential) (*logical.Response, error) {
 	settings, err := b.settingsWithHosts(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -325,7 +325,7 @@ func (b *backend) refuseHostsNotAllowed(ctx context.Context, req *logical.Reques
 // applyConfigFields copies the request's fields into cfg and returns what is
 // wrong with the result. On create, fields absent from the request keep the
 // defaults cfg already holds; on update they keep the stored values.
-func applyConfigFields(cfg *apiUserConfig, d *framework.FieldData, creating bool) []string {
+func applyConfigFields(cfg *credential, d *framework.FieldData, creating bool) []string {
 	var problems []string
 	for key, dst := range map[string]*string{
 		keyClientID:      &cfg.ClientID,
@@ -391,7 +391,7 @@ func inapplicableFields(kind *credentialKind, d *framework.FieldData) []string {
 // because it changes where they are sent: otherwise anyone allowed to update
 // the config could point it at their own host and collect secrets they were
 // never shown.
-func secretsMissingForNewEndpoint(existing, cfg *apiUserConfig, d *framework.FieldData) []string {
+func secretsMissingForNewEndpoint(existing, cfg *credential, d *framework.FieldData) []string {
 	if existing == nil || (existing.TokenURL == cfg.TokenURL && existing.RevocationURL == cfg.RevocationURL) {
 		return nil
 	}
@@ -407,7 +407,7 @@ func secretsMissingForNewEndpoint(existing, cfg *apiUserConfig, d *framework.Fie
 // verifyFailure answers a write whose verifying grant failed. IRIS refusing
 // the credentials is the writer's mistake: a plain 400 error response, which
 // Vault shows without wrapping. IRIS being down is not (5xx).
-func verifyFailure(ref apiUserRef, err error) (*logical.Response, error) {
+func verifyFailure(ref credentialRef, err error) (*logical.Response, error) {
 	msg := fmt.Sprintf("credentials not stored: %s (verify=false stores them without checking)", describeUpstreamError(ref, err))
 	if irisauth.IsRejected(err) {
 		return logical.ErrorResponse(msg), nil

@@ -63,8 +63,8 @@ func TestCredsBasicHeaderUsesRawSecret(t *testing.T) {
 
 	var seen string
 	srv := newHeaderRecorder(t, &seen)
-	cfg := &apiUserConfig{ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, TokenURL: srv, Username: "u", Password: "p", RequestTimeout: time.Second}
-	_, _ = env.b.logIn(context.Background(), apiUserRef{name: "recorder"}, cfg, false)
+	cfg := &credential{ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, TokenURL: srv, Username: "u", Password: "p", RequestTimeout: time.Second}
+	_, _ = env.b.logIn(context.Background(), credentialRef{name: "recorder"}, cfg, false)
 	require.Equal(t, "Basic "+base64.StdEncoding.EncodeToString([]byte(demoUser.ClientID+":"+demoUser.ClientSecret)), seen)
 }
 
@@ -215,7 +215,7 @@ func TestCredsRenewFailsClearly(t *testing.T) {
 		lease := issued(env.readCreds("demo"), time.Now())
 		env.mustRequest(logical.DeleteOperation, "config/demo", nil)
 		_, err := env.renew(lease, 0)
-		require.ErrorContains(t, err, "the API user that issued this lease no longer exists at iris/config/demo")
+		require.ErrorContains(t, err, "the credential that issued this lease no longer exists at iris/config/demo")
 		require.ErrorContains(t, err, "read iris/creds/demo again")
 	})
 	t.Run("renewal switched off", func(t *testing.T) {

@@ -294,7 +294,7 @@ func BenchmarkScrape(b *testing.B) {
 			now := time.Now()
 			for i := range n {
 				name := fmt.Sprintf("user-%05d", i)
-				cfg := &apiUserConfig{ClientID: "c", ClientSecret: "s", Username: "u", Password: "p", TokenURL: "https://iris.invalid/token", Generation: "g"}
+				cfg := &credential{ClientID: "c", ClientSecret: "s", Username: "u", Password: "p", TokenURL: "https://iris.invalid/token", Generation: "g"}
 				if err := backend.configs.save(ctx, storage, name, cfg); err != nil {
 					b.Fatal(err)
 				}

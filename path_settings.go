@@ -190,7 +190,7 @@ func seedAllowedHosts(ctx context.Context, s logical.Storage) ([]string, error) 
 		if err != nil {
 			return nil, fmt.Errorf("reading %s%s: %w", configStoragePrefix, name, err)
 		}
-		var cfg apiUserConfig
+		var cfg credential
 		if entry == nil || entry.DecodeJSON(&cfg) != nil {
 			continue
 		}

@@ -26,8 +26,8 @@ const (
 )
 
 func pathStatus(b *backend) []*framework.Path {
-	list := b.apiUserListPath("status", "api-user-statuses", "List the API users that have a status.",
-		"List the API users whose status can be read, or read the whole mount's.",
+	list := b.credentialListPath("status", "api-user-statuses", "List the credentials that have a status.",
+		"List the credentials whose status can be read, or read the whole mount's.",
 		strings.TrimSpace(mountStatusHelp))
 	list.Operations[logical.ReadOperation] = &framework.PathOperation{
 		Callback: withFieldValidation(b.pathMountStatusRead),
@@ -35,10 +35,10 @@ func pathStatus(b *backend) []*framework.Path {
 	}
 	return []*framework.Path{
 		list,
-		apiUserPath("status", "read", "api-user-status", &framework.PathOperation{
+		credentialPath("status", "read", "api-user-status", &framework.PathOperation{
 			Callback: b.pathStatusRead,
-			Summary:  "Show how an API user is doing, without any secret or token.",
-		}, "Show the health of an API user's token grants.", statusHelp),
+			Summary:  "Show how a credential is doing, without any secret or token.",
+		}, "Show the health of a credential's token grants.", statusHelp),
 	}
 }
 
@@ -104,7 +104,7 @@ func (b *backend) pathMountStatusRead(ctx context.Context, req *logical.Request,
 }
 
 const statusHelp = `
-Tells an operator or a monitoring system how an API user is doing, with no
+Tells an operator or a monitoring system how a credential is doing, with no
 secret and no token in it:
 
   kind                  the kind of credential

@@ -24,15 +24,15 @@ const (
 )
 
 func pathToken(b *backend) []*framework.Path {
-	return []*framework.Path{apiUserPath("token", "read", "shared-token", &framework.PathOperation{
+	return []*framework.Path{credentialPath("token", "read", "shared-token", &framework.PathOperation{
 		Callback: b.pathTokenRead,
-		Summary:  "Get the API user's shared, always-fresh IRIS access token (no lease).",
-	}, "Get the shared IRIS access token of an API user.", tokenHelp)}
+		Summary:  "Get the credential's shared, always-fresh IRIS access token (no lease).",
+	}, "Get the shared IRIS access token of a credential.", tokenHelp)}
 }
 
 const tokenHelp = `
-Returns the one token the engine keeps for the API user at config/<name>, and
-replaces it through the refresh token (or the password grant) once less than
+Returns the one token the engine keeps for the credential at config/<name>,
+and replaces it once less than
 a third of its lifetime is left. Every reader gets the same token, so a
 thousand readers cost one grant per token lifetime.
 
@@ -79,7 +79,7 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-func (b *backend) sessionResponse(sess *tokenSession, cfg *apiUserConfig, now time.Time) *logical.Response {
+func (b *backend) sessionResponse(sess *tokenSession, cfg *credential, now time.Time) *logical.Response {
 	data := b.tokenData(sess.token())
 	refreshAt := sess.refreshAt(cfg)
 	data[keyAgentTTL] = max(int64(refreshAt.Sub(now)/time.Second), 1)

@@ -12,8 +12,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// What every path file shares: how a path names an API user, how unknown
-// fields are refused, and how a name becomes a stored API user.
+// What every path file shares: how a path names a credential, how unknown
+// fields are refused, and how a name becomes a stored credential.
 
 const (
 	// operationPrefix names every operation in Vault's OpenAPI document.
@@ -59,9 +59,9 @@ func nameFrom(d *framework.FieldData) (string, *logical.Response) {
 	return name, nil
 }
 
-// apiUserPath is a path that reads something of one stored API user:
+// credentialPath is a path that reads something of one stored credential:
 // <prefix>/<name>, its read operation, and its help.
-func apiUserPath(prefix, verb, suffix string, read *framework.PathOperation, synopsis, help string) *framework.Path {
+func credentialPath(prefix, verb, suffix string, read *framework.PathOperation, synopsis, help string) *framework.Path {
 	read.Callback = withFieldValidation(read.Callback)
 	return &framework.Path{
 		Pattern: prefix + "/" + nameCapture,
@@ -70,15 +70,15 @@ func apiUserPath(prefix, verb, suffix string, read *framework.PathOperation, syn
 			OperationVerb:   verb,
 			OperationSuffix: suffix,
 		},
-		Fields:          apiUserNameField(),
+		Fields:          credentialNameField(),
 		Operations:      map[logical.Operation]framework.OperationHandler{logical.ReadOperation: read},
 		HelpSynopsis:    synopsis,
 		HelpDescription: strings.TrimSpace(help),
 	}
 }
 
-// apiUserListPath lists the stored API users' names under prefix/.
-func (b *backend) apiUserListPath(prefix, suffix, summary, synopsis, help string) *framework.Path {
+// credentialListPath lists the stored credentials' names under prefix/.
+func (b *backend) credentialListPath(prefix, suffix, summary, synopsis, help string) *framework.Path {
 	return &framework.Path{
 		Pattern: prefix + "/?$",
 		DisplayAttrs: &framework.DisplayAttributes{
@@ -86,14 +86,14 @@ func (b *backend) apiUserListPath(prefix, suffix, summary, synopsis, help string
 			OperationSuffix: suffix,
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ListOperation: &framework.PathOperation{Callback: b.listAPIUsers, Summary: summary},
+			logical.ListOperation: &framework.PathOperation{Callback: b.listCredentials, Summary: summary},
 		},
 		HelpSynopsis:    synopsis,
 		HelpDescription: help,
 	}
 }
 
-func (b *backend) listAPIUsers(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+func (b *backend) listCredentials(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	names, err := req.Storage.List(ctx, configStoragePrefix)
 	if err != nil {
 		return nil, err
@@ -101,21 +101,21 @@ func (b *backend) listAPIUsers(ctx context.Context, req *logical.Request, _ *fra
 	return logical.ListResponse(names), nil
 }
 
-// apiUserNameField is the schema of the paths that act for a stored API user.
-func apiUserNameField() map[string]*framework.FieldSchema {
+// credentialNameField is the schema of the paths that act for a stored credential.
+func credentialNameField() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		keyName: {
 			Type:        framework.TypeString,
-			Description: "Name of the API user, as stored at config/<name>.",
+			Description: "Name of the credential, as stored at config/<name>.",
 			Required:    true,
 		},
 	}
 }
 
-// apiUserRef names an API user the way an operator reaches it: its name on
+// credentialRef names a credential the way an operator reaches it: its name on
 // the mount the request came through, so that hints in errors name paths
 // that exist.
-type apiUserRef struct {
+type credentialRef struct {
 	name  string
 	mount string // with its trailing slash
 	// kind and scopes, once the config is known, let hints speak of them
@@ -125,7 +125,7 @@ type apiUserRef struct {
 
 // noun names the credential's kind in messages; before the config is known,
 // every credential is spoken of as an API user, the kind most have.
-func (r apiUserRef) noun() string {
+func (r credentialRef) noun() string {
 	if r.kind == nil {
 		return credentialKinds[kindAPIUser].noun
 	}
@@ -133,31 +133,31 @@ func (r apiUserRef) noun() string {
 }
 
 // of completes the reference with what the config says.
-func (r apiUserRef) of(cfg *apiUserConfig) apiUserRef {
+func (r credentialRef) of(cfg *credential) credentialRef {
 	r.kind, r.scopes = cfg.kind(), cfg.Scopes
 	return r
 }
 
-func refFor(req *logical.Request, name string) apiUserRef {
+func refFor(req *logical.Request, name string) credentialRef {
 	mount := "<mount>/"
 	if req != nil && req.MountPoint != "" {
 		mount = req.MountPoint
 	}
-	return apiUserRef{name: name, mount: mount}
+	return credentialRef{name: name, mount: mount}
 }
 
-func (r apiUserRef) configPath() string { return r.mount + configStoragePrefix + r.name }
-func (r apiUserRef) credsPath() string  { return r.mount + "creds/" + r.name }
-func (r apiUserRef) settingsPath() string {
+func (r credentialRef) configPath() string { return r.mount + configStoragePrefix + r.name }
+func (r credentialRef) credsPath() string  { return r.mount + "creds/" + r.name }
+func (r credentialRef) settingsPath() string {
 	return r.mount + settingsStorageKey
 }
 
-// apiUser resolves the path's name to its stored API user; a bad name is an
+// apiUser resolves the path's name to its stored credential; a bad name is an
 // error response, an unknown one an error.
-func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (apiUserRef, *apiUserConfig, *logical.Response, error) {
+func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (credentialRef, *credential, *logical.Response, error) {
 	name, errResp := nameFrom(d)
 	if errResp != nil {
-		return apiUserRef{}, nil, errResp, nil
+		return credentialRef{}, nil, errResp, nil
 	}
 	ref := refFor(req, name)
 	cfg, err := b.config(ctx, req.Storage, name)
@@ -165,15 +165,15 @@ func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framewor
 		return ref, nil, nil, err
 	}
 	if cfg == nil {
-		return ref, nil, nil, unknownAPIUser(ref)
+		return ref, nil, nil, unknownCredential(ref)
 	}
 	return ref.of(cfg), cfg, nil, nil
 }
 
-// unknownAPIUser is the caller's mistake of naming an API user that is not
+// unknownCredential is the caller's mistake of naming a credential that is not
 // configured. A 400 rather than a 404: the Vault CLI prints a 404 as "No
 // value found" and drops the message, which here says what to do.
-func unknownAPIUser(ref apiUserRef) error {
+func unknownCredential(ref credentialRef) error {
 	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("no credential %q is configured; write it to %s first", ref.name, ref.configPath()))
 }
 

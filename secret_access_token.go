@@ -32,7 +32,9 @@ const (
 	internalRefreshToken = "refresh_token"
 	internalAccessToken  = "access_token"
 	internalGeneration   = "generation"
-	internalAPIUserID    = "api_user_id"
+	// The key keeps its first name: leases issued before there were other
+	// kinds carry it, and renew only if it is still read.
+	internalCredentialID = "api_user_id"
 	// The endpoint the lease's tokens were issued under: they go back
 	// only there. Leases of earlier releases have neither.
 	internalTokenURL      = "token_url"
@@ -62,14 +64,14 @@ func secretAccessToken(b *backend) *framework.Secret {
 
 // leaseAccessToken wraps a freshly obtained token in a lease that ends
 // before the token does.
-func (b *backend) leaseAccessToken(ref apiUserRef, cfg *apiUserConfig, tok *irisauth.Token) (*logical.Response, error) {
+func (b *backend) leaseAccessToken(ref credentialRef, cfg *credential, tok *irisauth.Token) (*logical.Response, error) {
 	ttl, err := leaseTTL(ref, tok, b.now())
 	if err != nil {
 		return nil, err
 	}
 	internal := map[string]interface{}{
 		internalConfigName:    ref.name,
-		internalAPIUserID:     cfg.identity(),
+		internalCredentialID:  cfg.identity(),
 		internalAccessToken:   tok.AccessToken,
 		internalGeneration:    cfg.Generation,
 		internalTokenURL:      cfg.TokenURL,
@@ -115,7 +117,7 @@ func (b *backend) tokenData(tok *irisauth.Token) map[string]interface{} {
 // less a margin that absorbs clock skew and the time a consumer needs to use
 // the token. It is whole seconds, since Vault counts leases in seconds. A
 // token with no whole second left beyond the margin is no use to anyone.
-func leaseTTL(ref apiUserRef, tok *irisauth.Token, now time.Time) (time.Duration, error) {
+func leaseTTL(ref credentialRef, tok *irisauth.Token, now time.Time) (time.Duration, error) {
 	margin := min(tok.Lifetime/10, maxLeaseMargin)
 	ttl := tok.ExpiresAt().Add(-margin).Sub(now).Truncate(time.Second)
 	if ttl < time.Second {
@@ -126,9 +128,9 @@ func leaseTTL(ref apiUserRef, tok *irisauth.Token, now time.Time) (time.Duration
 }
 
 // renewAccessToken renews a lease by trading its refresh token for a new
-// access token. It renews only as the API user that issued the lease: one
+// access token. It renews only as the credential that issued the lease: one
 // deleted, or re-created or repointed under the same name since, is another
-// API user, and nothing is sent for it. Vault turns any error here into a
+// credential, and nothing is sent for it. Vault turns any error here into a
 // 400 with its own prefix, so each error's text must stand on its own.
 func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	ref := refFor(req, internalString(req.Secret, internalConfigName))
@@ -136,13 +138,13 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil || cfg.identity() != leaseAPIUserID(req.Secret) {
-		return nil, fmt.Errorf("the API user that issued this lease no longer exists at %s (deleted, or replaced by another API user of the same name), so the lease cannot be renewed; read %s again for a new token",
+	if cfg == nil || cfg.identity() != leaseCredentialID(req.Secret) {
+		return nil, fmt.Errorf("the credential that issued this lease no longer exists at %s (deleted, or replaced by another credential of the same name), so the lease cannot be renewed; read %s again for a new token",
 			ref.configPath(), ref.credsPath())
 	}
 	ref = ref.of(cfg)
 	if !cfg.RenewableLeases {
-		return nil, fmt.Errorf("renewal is disabled for API user %q (renewable_leases=false); read %s again for a new token", ref.name, ref.credsPath())
+		return nil, fmt.Errorf("renewal is disabled for %s %q (renewable_leases=false); read %s again for a new token", ref.noun(), ref.name, ref.credsPath())
 	}
 
 	// Refuse before calling IRIS what Vault would refuse after: a renewal
@@ -150,15 +152,15 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	// nothing.
 	ttl, warnings, err := framework.CalculateTTL(b.System(), req.Secret.Increment, cfg.TTL, 0, cfg.MaxTTL, 0, req.Secret.IssueTime)
 	if err != nil {
-		return nil, fmt.Errorf("lease of API user %q cannot be renewed: %w; read %s again for a new token", ref.name, err, ref.credsPath())
+		return nil, fmt.Errorf("lease of %s %q cannot be renewed: %w; read %s again for a new token", ref.noun(), ref.name, err, ref.credsPath())
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("lease of API user %q has reached its max TTL; read %s again for a new token", ref.name, ref.credsPath())
+		return nil, fmt.Errorf("lease of %s %q has reached its max TTL; read %s again for a new token", ref.noun(), ref.name, ref.credsPath())
 	}
 	if cfg.TTL > 0 && ttl > cfg.TTL {
 		// A caller's -increment overrides the config's ttl in CalculateTTL.
 		ttl = cfg.TTL
-		warnings = append(warnings, fmt.Sprintf("TTL capped at the API user's ttl of %s", cfg.TTL))
+		warnings = append(warnings, fmt.Sprintf("TTL capped at the %s's ttl of %s", ref.noun(), cfg.TTL))
 	}
 
 	refreshToken := internalString(req.Secret, internalRefreshToken)
@@ -173,7 +175,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 		if err != nil {
 			// Nothing was sent: the lease keeps its refresh token for the
 			// next renewal.
-			return nil, fmt.Errorf("lease of API user %q was not renewed: recording its refresh token as spent failed: %w", ref.name, err)
+			return nil, fmt.Errorf("lease of %s %q was not renewed: recording its refresh token as spent failed: %w", ref.noun(), ref.name, err)
 		}
 		if !fresh {
 			// An earlier renewal sent it and then failed: it may be spent.
@@ -203,7 +205,7 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	for k, v := range req.Secret.InternalData {
 		internal[k] = v
 	}
-	internal[internalAPIUserID] = cfg.identity()
+	internal[internalCredentialID] = cfg.identity()
 	internal[internalAccessToken] = tok.AccessToken
 	internal[internalGeneration] = cfg.Generation
 	internal[internalTokenURL] = cfg.TokenURL
@@ -230,11 +232,11 @@ func (b *backend) renewAccessToken(ctx context.Context, req *logical.Request, _ 
 	return resp, nil
 }
 
-// leaseAPIUserID is the identity of the API user that issued the lease.
+// leaseCredentialID is the identity of the credential that issued the lease.
 // Leases issued before identities existed carry their config generation,
-// which stands in for it (see apiUserConfig.identity).
-func leaseAPIUserID(secret *logical.Secret) string {
-	if id := internalString(secret, internalAPIUserID); id != "" {
+// which stands in for it (see credential.identity).
+func leaseCredentialID(secret *logical.Secret) string {
+	if id := internalString(secret, internalCredentialID); id != "" {
 		return id
 	}
 	return legacyIdentity(internalString(secret, internalGeneration))
@@ -303,7 +305,7 @@ func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _
 	b.metrics.leasesRevoked.WithLabelValues("local").Inc()
 	name := internalString(req.Secret, internalConfigName)
 	cfg, err := b.config(ctx, req.Storage, name)
-	if err != nil || cfg == nil || cfg.identity() != leaseAPIUserID(req.Secret) {
+	if err != nil || cfg == nil || cfg.identity() != leaseCredentialID(req.Secret) {
 		// Another API user's credentials and endpoint are never used for
 		// this lease's token.
 		return nil, nil
@@ -332,7 +334,7 @@ func leaseIssuedAt(secret *logical.Secret, tokenURL string) bool {
 // leaseRevocationURL is where the lease's tokens may be revoked: the
 // endpoint recorded at issue, or for a lease of an earlier release the one
 // its config had when this release first loaded it.
-func leaseRevocationURL(secret *logical.Secret, cfg *apiUserConfig) string {
+func leaseRevocationURL(secret *logical.Secret, cfg *credential) string {
 	if recorded, ok := secret.InternalData[internalRevocationURL].(string); ok {
 		return recorded
 	}

@@ -16,7 +16,7 @@ import (
 // A lease belongs to the API user that issued it. Another API user given the
 // same name since (re-created, or repointed at another client or username)
 // neither renews it nor revokes its token.
-func TestLeaseBoundToItsAPIUser(t *testing.T) {
+func TestLeaseBoundToItsCredential(t *testing.T) {
 	other := iristest.User{ClientID: "0oa-other-client", ClientSecret: "other-secret-Vb61", Username: "other-api-user", Password: "other-password-Qz08"}
 	replacements := []struct {
 		name    string
@@ -42,7 +42,7 @@ func TestLeaseBoundToItsAPIUser(t *testing.T) {
 			env.iris.ResetStats()
 
 			_, err := env.renew(lease, 0)
-			require.ErrorContains(t, err, "replaced by another API user of the same name")
+			require.ErrorContains(t, err, "replaced by another credential of the same name")
 			require.ErrorContains(t, err, "read iris/creds/demo again")
 			require.NoError(t, env.revoke(lease))
 			st := env.iris.Stats()

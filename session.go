@@ -29,7 +29,7 @@ const (
 	minOutageFloor = time.Minute
 )
 
-// tokenSession is the one shared token of an API user, served by token/.
+// tokenSession is the one shared token of a credential, served by token/.
 type tokenSession struct {
 	ShapeVersion int       `json:"shape_version"`
 	AccessToken  string    `json:"access_token"`
@@ -47,7 +47,7 @@ type tokenSession struct {
 	RevocationURL string `json:"revocation_url,omitempty"`
 }
 
-func newSession(tok *irisauth.Token, cfg *apiUserConfig) *tokenSession {
+func newSession(tok *irisauth.Token, cfg *credential) *tokenSession {
 	sess := &tokenSession{
 		ShapeVersion: sessionShapeVersion,
 		AccessToken:  tok.AccessToken,
@@ -65,14 +65,14 @@ func newSession(tok *irisauth.Token, cfg *apiUserConfig) *tokenSession {
 // issuedAt reports whether the session's tokens came from cfg's token URL;
 // sessions of earlier releases recorded none, and their generation, which
 // covers the token URL, stands in.
-func (s *tokenSession) issuedAt(cfg *apiUserConfig) bool {
+func (s *tokenSession) issuedAt(cfg *credential) bool {
 	return s.Generation == cfg.Generation && (s.ShapeVersion < 2 || s.TokenURL == cfg.TokenURL)
 }
 
 // revocationURL is where the session's refresh token may be revoked: the
 // endpoint recorded at issue, or for a session of an earlier release the
 // one its config had when this release first loaded it.
-func (s *tokenSession) revocationURL(cfg *apiUserConfig) string {
+func (s *tokenSession) revocationURL(cfg *credential) string {
 	if s.ShapeVersion < 2 {
 		return cfg.LegacyRevocationURL
 	}
@@ -102,7 +102,7 @@ func (s *tokenSession) lifetime() time.Duration { return s.ExpiresAt.Sub(s.Obtai
 // a third of its lifetime is left, or the config's refresh_floor if that is
 // larger (capped at half the lifetime, so a token is always served for at
 // least half of its life).
-func (s *tokenSession) refreshAt(cfg *apiUserConfig) time.Time {
+func (s *tokenSession) refreshAt(cfg *credential) time.Time {
 	lifetime := s.lifetime()
 	before := lifetime / 3
 	if cfg.RefreshFloor > before {
@@ -117,11 +117,11 @@ func (s *tokenSession) outageFloor() time.Duration {
 	return max(minOutageFloor, s.lifetime()/20)
 }
 
-// sharedToken returns the API user's session, replacing its token first when
+// sharedToken returns the credential's session, replacing its token first when
 // it is due. When IRIS cannot replace a due token that still has life enough
 // left, it returns the current one with the failure as refreshErr; cfg is
 // the config the session belongs to (re-read if it changed meanwhile).
-func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref apiUserRef, cfg *apiUserConfig) (sess *tokenSession, _ *apiUserConfig, refreshErr, err error) {
+func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref credentialRef, cfg *credential) (sess *tokenSession, _ *credential, refreshErr, err error) {
 	name := ref.name
 	// Marked once the read is served, so that a read that obtained the
 	// token counts as a read of it: a Vault Agent re-reads only at ttl+1,
@@ -173,17 +173,17 @@ func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref apiUse
 
 // staleSessionError says a grant's result was thrown away because the
 // config changed while it ran.
-type staleSessionError struct{ name string }
+type staleSessionError struct{ noun, name string }
 
 func (e *staleSessionError) Error() string {
-	return fmt.Sprintf("API user %q was changed or deleted while its token was being replaced; read again", e.name)
+	return fmt.Sprintf("%s %q was changed or deleted while its token was being replaced; read again", e.noun, e.name)
 }
 
 // refreshSession replaces the named session's token, unless another caller
-// already did. However many callers arrive at once, one grant per API user is
+// already did. However many callers arrive at once, one grant per credential is
 // in flight; the others wait for its result.
 // A session is replaced when it is within ahead of its refresh point.
-func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref apiUserRef, ahead time.Duration) (*tokenSession, error) {
+func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref credentialRef, ahead time.Duration) (*tokenSession, error) {
 	ch := b.flights.DoChan(ref.name, func() (interface{}, error) {
 		if !b.startFlight() {
 			return nil, errMountClosed
@@ -209,14 +209,14 @@ func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref api
 	}
 }
 
-func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref apiUserRef, ahead time.Duration) (*tokenSession, error) {
+func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref credentialRef, ahead time.Duration) (*tokenSession, error) {
 	name := ref.name
 	cfg, err := b.configs.loadUncached(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
 	if cfg == nil {
-		return nil, &staleSessionError{name: name}
+		return nil, &staleSessionError{noun: ref.noun(), name: name}
 	}
 	sess, err := b.sessions.loadUncached(ctx, s, name)
 	if err != nil {
@@ -269,14 +269,14 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 // storeSessionIfCurrent stores sess unless the config was written since cfg
 // was read, whatever the write changed. It takes the lock config writes and deletes take, so that a session
 // obtained with credentials that have since changed is never stored.
-func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, name string, cfg *apiUserConfig, sess *tokenSession) error {
+func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, name string, cfg *credential, sess *tokenSession) error {
 	return b.withSessionLock(name, func() error {
 		current, err := b.configs.loadUncached(ctx, s, name)
 		if err != nil {
 			return err
 		}
 		if current == nil || current.Generation != cfg.Generation || current.Revision != cfg.Revision {
-			return &staleSessionError{name: name}
+			return &staleSessionError{noun: cfg.kind().noun, name: name}
 		}
 		return b.sessions.save(ctx, s, name, sess)
 	})
@@ -288,7 +288,7 @@ func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, 
 // alive at IRIS with nobody holding it; a session obtained with credentials
 // that have since changed is dropped. It returns the session it replaced or
 // dropped, whose refresh token nobody holds any more.
-func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) (*tokenSession, error) {
+func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage, name string, existing, cfg *credential, verified *irisauth.Token) (*tokenSession, error) {
 	if verified == nil && (existing == nil || existing.Generation == cfg.Generation) {
 		return nil, nil
 	}
@@ -310,7 +310,7 @@ func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage
 // revokeAbandonedSession revokes, best effort, the refresh token of a
 // session a config write or delete let go of, with the config it was
 // obtained under. Called outside the session lock: it waits on IRIS.
-func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *apiUserConfig, old *tokenSession) {
+func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *credential, old *tokenSession) {
 	if old == nil || cfg == nil || old.Generation != cfg.Generation {
 		return
 	}
@@ -323,7 +323,7 @@ func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *
 // never stored or sent again; where cfg has a revocation endpoint it is
 // revoked there, best effort, and otherwise left to expire at IRIS. The log
 // line names the credential, never the token.
-func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *apiUserConfig, revocationURL, refreshToken, why string, cause error) {
+func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *credential, revocationURL, refreshToken, why string, cause error) {
 	if refreshToken == "" {
 		return
 	}

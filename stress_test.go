@@ -30,7 +30,7 @@ type stressMount struct {
 }
 
 // renewErrorTexts are the renewal failures secret_access_token.go defines.
-var renewErrorTexts = regexp.MustCompile(`^(the API user that issued this lease no longer exists at iris/config/demo|` +
+var renewErrorTexts = regexp.MustCompile(`^(the credential that issued this lease no longer exists at iris/config/demo|` +
 	`API user "demo": IRIS issued a token that expires within the lease margin|` +
 	`renewal is disabled for API user "demo"|` +
 	`lease of API user "demo" cannot be renewed: |` +

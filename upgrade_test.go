@@ -21,12 +21,12 @@ func TestStoredByV010KeepsWorking(t *testing.T) {
 
 	// Real tokens, so that the emulator accepts them; the stored shapes are
 	// written exactly as v0.1.0 wrote them.
-	issuedTok, err := env.b.verify(ctx, &apiUserConfig{
+	issuedTok, err := env.b.verify(ctx, &credential{
 		ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, Username: demoUser.Username, Password: demoUser.Password,
 		Scopes: defaultScopes, TokenURL: env.iris.TokenURL, RequestTimeout: 10 * time.Second,
 	})
 	require.NoError(t, err)
-	leaseTok, err := env.b.verify(ctx, &apiUserConfig{
+	leaseTok, err := env.b.verify(ctx, &credential{
 		ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, Username: demoUser.Username, Password: demoUser.Password,
 		Scopes: defaultScopes, TokenURL: env.iris.TokenURL, RequestTimeout: 10 * time.Second,
 	})
@@ -79,7 +79,7 @@ func TestStoredByV010KeepsWorking(t *testing.T) {
 func TestStoredByShape2KeepsWorking(t *testing.T) {
 	env := newTestEnv(t)
 	ctx := context.Background()
-	issuedTok, err := env.b.verify(ctx, &apiUserConfig{
+	issuedTok, err := env.b.verify(ctx, &credential{
 		ClientID: demoUser.ClientID, ClientSecret: demoUser.ClientSecret, Username: demoUser.Username, Password: demoUser.Password,
 		Scopes: defaultScopes, TokenURL: env.iris.TokenURL, RequestTimeout: 10 * time.Second,
 	})

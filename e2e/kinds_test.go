@@ -63,7 +63,7 @@ func writeArgs(name string, fields, extra []string) []string {
 	return append([]string{"write", mountPath + "/config/" + name}, fields...)
 }
 
-// TestKinds checks issue 10 through a real Vault: API keys and app
+// TestKinds checks the credential kinds through a real Vault: API keys and app
 // installations beside API users, written, verified, refused, read through
 // creds/ and token/, and rendered by a Vault Agent with short tokens; the
 // leak check covers every kind's secrets once the server has stopped.

@@ -48,7 +48,7 @@ var pluginPaths = []pluginPath{
 		fields:   []string{"name"},
 	},
 	{
-		// The shared-token path belongs to issue 4, whose tests cover its
+		// The shared-token path has tests of its own, which cover its
 		// behaviour; it is listed so that help and OpenAPI stay checked.
 		helpPath: mountPath + "/token/demo",
 		route:    "^token/(?P<name>.+)$",
@@ -57,7 +57,7 @@ var pluginPaths = []pluginPath{
 		fields:   []string{"name"},
 	},
 	{
-		// status/ belongs to issue 9; TestTrust covers its behaviour.
+		// TestTrust covers the behaviour of status/.
 		helpPath: mountPath + "/status/demo",
 		route:    "^status/(?P<name>.+)$",
 		openAPI:  "/" + mountPath + "/status/{name}",
@@ -78,7 +78,7 @@ var pluginPaths = []pluginPath{
 		methods:  []string{"get"},
 	},
 	{
-		// settings belongs to issue 12; the consumers' operator policy and
+		// settings has tests of its own; the consumers' operator policy and
 		// the unit tests cover its behaviour.
 		helpPath: mountPath + "/settings",
 		route:    "^settings$",
@@ -582,7 +582,7 @@ func testRevokeAfterConfigDeleted(t *testing.T, v *vaultServer) {
 
 	res := v.cliFails(t, "lease", "renew", renewable.LeaseID)
 	assert.Contains(t, res.Stderr, "Code: 400", "%s", res)
-	assert.Contains(t, res.Stderr, "the API user that issued this lease no longer exists at "+mountPath+"/config/"+name)
+	assert.Contains(t, res.Stderr, "the credential that issued this lease no longer exists at "+mountPath+"/config/"+name)
 	assert.Contains(t, res.Stderr, "read "+mountPath+"/creds/"+name+" again")
 	assert.Equal(t, before.Requests, em.Stats().Requests, "a renewal without its API user called IRIS")
 

@@ -25,7 +25,7 @@ import (
 	"vault-plugin-secrets-iris/iristest"
 )
 
-// TestScale is the scale run of `make bench` (issue 12), skipped unless
+// TestScale is the scale run of `make bench`, skipped unless
 // IRIS_LOAD=1. For N = 1, 1 000 and 10 000 API users on one mount, each in a
 // Vault server of its own with file storage at debug log level and the plain
 // plugin build, against an in-process emulator holding the N users, it:

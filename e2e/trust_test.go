@@ -21,9 +21,9 @@ import (
 	"vault-plugin-secrets-iris/iristest"
 )
 
-// TestTrust checks issue 9's promises through a real Vault: the stored
+// TestTrust checks the trust promises through a real Vault: the stored
 // secrets go only where they went before unless the write that moves them
-// carries them; a lease renews and revokes only as the API user that issued
+// carries them; a lease renews and revokes only as the credential that issued
 // it; a refresh token whose answer was lost is never sent again; unmounting
 // does not wait on a revocation endpoint that never answers; status/ shows
 // health and no secret. Each subtest has an emulator and config names of its

@@ -19,7 +19,7 @@ import (
 	"vault-plugin-secrets-iris/irisauth"
 )
 
-// This file owns the stored API user: its shape, defaults and rules, its
+// This file owns the stored credential: its shape, defaults and rules, its
 // generation, and how it turns into grants for the OAuth client.
 
 const (
@@ -44,12 +44,13 @@ const scopeOfflineAccess = "offline_access"
 
 var defaultScopes = []string{"api", scopeOfflineAccess}
 
-// apiUserConfig is one stored IRIS API user.
-type apiUserConfig struct {
+// credential is one stored IRIS credential of any kind: an API user, an API
+// key or an app installation.
+type credential struct {
 	// ShapeVersion lets a later release upgrade stored entries.
 	ShapeVersion int `json:"shape_version"`
-	// ID is fixed when the API user is created, and changes only with its
-	// client ID or username: a lease or session of one API user is never
+	// ID is fixed when the credential is created, and changes only with its
+	// client ID or username: a lease or session of one credential is never
 	// renewed as another that was given the same name since.
 	ID string `json:"id,omitempty"`
 	// Kind is one of credentialKinds; entries written before kinds existed
@@ -84,11 +85,11 @@ type apiUserConfig struct {
 	Revision string `json:"revision,omitempty"`
 }
 
-// newAPIUserConfig is a new credential of kind with every default set. Only
+// newCredential is a new credential of kind with every default set. Only
 // API users have default scopes: an API key's or app's allowed scopes are
 // its own, and asking for more is refused.
-func newAPIUserConfig(kind *credentialKind) *apiUserConfig {
-	cfg := &apiUserConfig{
+func newCredential(kind *credentialKind) *credential {
+	cfg := &credential{
 		ShapeVersion:   configShapeVersion,
 		Kind:           kind.name,
 		TokenURL:       kind.defaultTokenURL,
@@ -102,14 +103,14 @@ func newAPIUserConfig(kind *credentialKind) *apiUserConfig {
 
 // upgradeLoaded brings an entry of an earlier shape up to date in memory;
 // the next write stores it so.
-func (c *apiUserConfig) upgradeLoaded() {
+func (c *credential) upgradeLoaded() {
 	if c.ShapeVersion < 3 {
 		c.LegacyRevocationURL = c.RevocationURL
 	}
 }
 
 // kind is the config's credential kind.
-func (c *apiUserConfig) kind() *credentialKind {
+func (c *credential) kind() *credentialKind {
 	if k, ok := credentialKinds[c.Kind]; ok {
 		return k
 	}
@@ -119,7 +120,7 @@ func (c *apiUserConfig) kind() *credentialKind {
 // validate returns what is wrong with the config; creating says whether the
 // fields were all given in this write, which changes how a missing one is
 // worded.
-func (c *apiUserConfig) validate(creating bool) []string {
+func (c *credential) validate(creating bool) []string {
 	var problems []string
 	required := []struct{ key, value string }{{keyClientID, c.ClientID}, {keyClientSecret, c.ClientSecret}}
 	if c.kind().actsAsUser {
@@ -165,7 +166,7 @@ func (c *apiUserConfig) validate(creating bool) []string {
 // identity is the API user's ID. Entries written before IDs existed have
 // none; their generation stands in, as it does in their leases, so that a
 // lease of an API user left unchanged by the upgrade still renews.
-func (c *apiUserConfig) identity() string {
+func (c *credential) identity() string {
 	if c.ID != "" {
 		return c.ID
 	}
@@ -175,13 +176,13 @@ func (c *apiUserConfig) identity() string {
 func legacyIdentity(generation string) string { return "generation:" + generation }
 
 // tokenIdentity is what decides which tokens IRIS issues for this config.
-func (c *apiUserConfig) tokenIdentity() string {
+func (c *credential) tokenIdentity() string {
 	return strings.Join([]string{c.ClientID, c.ClientSecret, c.Username, c.Password,
 		strings.Join(c.Scopes, " "), c.TokenURL}, "\x00")
 }
 
 // endpoint is the credential's OAuth client at its token URL.
-func (c *apiUserConfig) endpoint() irisauth.Endpoint {
+func (c *credential) endpoint() irisauth.Endpoint {
 	return irisauth.Endpoint{
 		TokenURL:       c.TokenURL,
 		ClientID:       c.ClientID,
@@ -195,14 +196,14 @@ func (c *apiUserConfig) endpoint() irisauth.Endpoint {
 // of an API user, the client-credentials grant of the other kinds. Only a
 // caller that keeps the refresh token asks for one (offline_access): one
 // that would throw it away would leave it alive at IRIS for nobody.
-func (c *apiUserConfig) logInGrant(keepsRefreshToken bool) irisauth.Grant {
+func (c *credential) logInGrant(keepsRefreshToken bool) irisauth.Grant {
 	if !c.kind().actsAsUser {
 		return c.endpoint().ClientCredentialsGrant(c.Scopes)
 	}
 	return c.endpoint().PasswordGrant(c.Username, c.Password, c.scopesFor(keepsRefreshToken))
 }
 
-func (c *apiUserConfig) scopesFor(keepsRefreshToken bool) []string {
+func (c *credential) scopesFor(keepsRefreshToken bool) []string {
 	if keepsRefreshToken {
 		return c.Scopes
 	}
@@ -215,11 +216,11 @@ func (c *apiUserConfig) scopesFor(keepsRefreshToken bool) []string {
 	return scopes
 }
 
-func (c *apiUserConfig) refreshGrant(refreshToken string) irisauth.Grant {
+func (c *credential) refreshGrant(refreshToken string) irisauth.Grant {
 	return c.endpoint().RefreshGrant(refreshToken)
 }
 
-func (c *apiUserConfig) revocationTimeout() time.Duration {
+func (c *credential) revocationTimeout() time.Duration {
 	return min(c.RequestTimeout, maxRevocationTimeout)
 }
 
@@ -297,14 +298,14 @@ func newGeneration() string {
 	return hex.EncodeToString(buf[:])
 }
 
-// storeAPIUser stores cfg in place of existing (nil: a new API user), unless
+// storeCredential stores cfg in place of existing (nil: a new credential), unless
 // a write or delete landed since existing was read; verified, the token of
 // the verifying grant if there was one, becomes the shared token. A write
-// ends any hold on the API user's grants: it may have fixed what IRIS
+// ends any hold on the credential's grants: it may have fixed what IRIS
 // refused. A write that fails changes nothing when it can: the config is
 // put back as it was. A verifying token that is not stored is let go of
 // (abandonRefreshToken).
-func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name string, existing, cfg *apiUserConfig, verified *irisauth.Token) error {
+func (b *backend) storeCredential(ctx context.Context, s logical.Storage, name string, existing, cfg *credential, verified *irisauth.Token) error {
 	var abandoned *tokenSession
 	configWritten := false
 	err := b.withSessionLock(name, func() error {
@@ -315,7 +316,7 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 			return err
 		}
 		if (existing == nil) != (current == nil) || (existing != nil && !reflect.DeepEqual(*existing, *current)) {
-			return logical.CodedError(http.StatusConflict, fmt.Sprintf("API user %q was changed or deleted while this write ran; nothing was stored, write again", name))
+			return logical.CodedError(http.StatusConflict, fmt.Sprintf("%s %q was changed or deleted while this write ran; nothing was stored, write again", cfg.kind().noun, name))
 		}
 		if err := b.configs.save(ctx, s, name, cfg); err != nil {
 			return err
@@ -347,9 +348,9 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 			if existing != nil && existing.Generation != cfg.Generation {
 				b.revokeAbandonedSession(ctx, name, existing, abandoned)
 			}
-			return fmt.Errorf("API user %q was stored, but its shared token could not be brought in line (the next token/ read replaces it): %w", name, err)
+			return fmt.Errorf("%s %q was stored, but its shared token could not be brought in line (the next token/ read replaces it): %w", cfg.kind().noun, name, err)
 		default:
-			return fmt.Errorf("API user %q: nothing was stored: %w", name, err)
+			return fmt.Errorf("%s %q: nothing was stored: %w", cfg.kind().noun, name, err)
 		}
 	}
 	// status/ counts the verifying grant like any other.
@@ -360,19 +361,19 @@ func (b *backend) storeAPIUser(ctx context.Context, s logical.Storage, name stri
 
 // restoreConfig puts back the config a failed write replaced (nil: there
 // was none). Under the session lock.
-func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name string, previous *apiUserConfig) error {
+func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name string, previous *credential) error {
 	if previous == nil {
 		return b.configs.delete(ctx, s, name)
 	}
 	return b.configs.save(ctx, s, name, previous)
 }
 
-// deleteAPIUser deletes the API user and its shared token. Under the session
+// deleteCredential deletes the credential and its shared token. Under the session
 // lock, so that a grant in flight cannot write a session back after the
 // delete: delete always wins. The session goes first: a failure after it
 // leaves the config as it was, with a session the next read obtains again.
-func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name string) error {
-	var cfg *apiUserConfig
+func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name string) error {
+	var cfg *credential
 	var abandoned *tokenSession
 	err := b.withSessionLock(name, func() error {
 		var err error
@@ -392,14 +393,14 @@ func (b *backend) deleteAPIUser(ctx context.Context, s logical.Storage, name str
 	// delete then failed.
 	b.revokeAbandonedSession(ctx, name, cfg, abandoned)
 	if err != nil {
-		return fmt.Errorf("API user %q was not deleted: %w", name, err)
+		return fmt.Errorf("credential %q was not deleted: %w", name, err)
 	}
 	b.grants.forget(name)
 	b.forgetRead(name)
 	return nil
 }
 
-// config returns the stored API user, or nil when there is none.
-func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*apiUserConfig, error) {
+// config returns the stored credential, or nil when there is none.
+func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*credential, error) {
 	return b.configs.load(ctx, s, name)
 }
