@@ -235,7 +235,9 @@ func (gb *grantBook) admit(ctx context.Context, name string, cfg *credential, gr
 		// password grant sent alongside it would be refused too and count
 		// towards the user's lockout. Client credentials lock no user out.
 		alone := grant == irisauth.GrantPassword
-		if (proven && !alone) || (!logIn && u.attempt == nil) {
+		// A refresh grant risks no lockout: it waits only for the attempt
+		// of an identity still unproven.
+		if (proven && !alone) || (!logIn && (proven || u.attempt == nil)) {
 			gb.mu.Unlock()
 			return t, nil
 		}

@@ -37,18 +37,11 @@ func sameUser(other iristest.User) emulatorOption {
 // fails against the strict emulator.
 func newEmulator(t testing.TB, rec *recorder, lifetime time.Duration, opts ...emulatorOption) *emulator {
 	t.Helper()
-	user := iristest.User{
-		ClientID:     "0oae2e" + randomHex(7),
-		ClientSecret: "cs+/%=" + randomHex(20),
-		Username:     "e2e-user-" + randomHex(4),
-		Password:     "pw+&%~" + randomHex(20),
-	}
+	user := newE2EUser("e2e-user-")
 	for _, o := range opts {
 		o(&user)
 	}
-	rec.addSecret("client secret", user.ClientSecret)
-	rec.addSecret("password", user.Password)
-	rec.addSecret("Basic credentials", base64.StdEncoding.EncodeToString([]byte(user.ClientID+":"+user.ClientSecret)))
+	rec.addUserSecrets(user)
 
 	srv := iristest.NewUnstartedServer(user)
 	srv.SetTokenLifetime(lifetime)
@@ -96,4 +89,24 @@ func (e *emulator) requestsOf(grantType string) []iristest.Request {
 		}
 	}
 	return out
+}
+
+// newE2EUser is an API user with random, distinctive secrets (characters
+// that need escaping in every encoding), so that the leak checks can find
+// them anywhere.
+func newE2EUser(usernamePrefix string) iristest.User {
+	return iristest.User{
+		ClientID:     "0oae2e" + randomHex(7),
+		ClientSecret: "cs+/%=" + randomHex(20),
+		Username:     usernamePrefix + randomHex(4),
+		Password:     "pw+&%~" + randomHex(20),
+	}
+}
+
+// addUserSecrets makes the leak check look for user's secrets in every form
+// they are sent in.
+func (r *recorder) addUserSecrets(user iristest.User) {
+	r.addSecret("client secret", user.ClientSecret)
+	r.addSecret("password", user.Password)
+	r.addSecret("Basic credentials", base64.StdEncoding.EncodeToString([]byte(user.ClientID+":"+user.ClientSecret)))
 }

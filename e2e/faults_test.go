@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -77,15 +76,8 @@ func TestFaults(t *testing.T) {
 	r = v.timedRead(mountPath + "/creds/faults")
 	require.Equal(t, http.StatusOK, r.res.Status, r.res.Raw)
 	credsOK := 1
-	freshUser := iristest.User{
-		ClientID:     "0oae2e" + randomHex(7),
-		ClientSecret: "cs+/%=" + randomHex(20),
-		Username:     "e2e-fresh-" + randomHex(4),
-		Password:     "pw+&%~" + randomHex(20),
-	}
-	rec.addSecret("client secret", freshUser.ClientSecret)
-	rec.addSecret("password", freshUser.Password)
-	rec.addSecret("Basic credentials", base64.StdEncoding.EncodeToString([]byte(freshUser.ClientID+":"+freshUser.ClientSecret)))
+	freshUser := newE2EUser("e2e-fresh-")
+	rec.addUserSecrets(freshUser)
 	em.AddUser(freshUser)
 	v.writeConfig(t, "fresh", &emulator{Server: em.Server, User: freshUser}, fmt.Sprintf("request_timeout=%d", int(requestTimeout/time.Second)), "verify=false")
 	t.Logf("healthy: %s", time.Since(phaseStart).Round(time.Millisecond))
