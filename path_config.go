@@ -13,24 +13,6 @@ import (
 	"vault-plugin-secrets-iris/irisauth"
 )
 
-const (
-	keyKind            = "kind"
-	keyAccountID       = "account_id"
-	keyClientID        = "client_id"
-	keyClientSecret    = "client_secret"
-	keyUsername        = "username"
-	keyPassword        = "password"
-	keyScopes          = "scopes"
-	keyTokenURL        = "token_url"
-	keyRevocationURL   = "revocation_url"
-	keyTTL             = "ttl"
-	keyMaxTTL          = "max_ttl"
-	keyRequestTimeout  = "request_timeout"
-	keyRenewableLeases = "renewable_leases"
-	keyVerify          = "verify"
-	keyRefreshFloor    = "refresh_floor"
-)
-
 func pathConfig(b *backend) []*framework.Path {
 	return []*framework.Path{
 		{

@@ -19,10 +19,6 @@ import (
 const (
 	settingsStorageKey = "settings"
 
-	keyMaxBackgroundGrants  = "max_background_grants"
-	keyAllowedHosts         = "allowed_hosts"
-	keyMetricsPerCredential = "metrics_per_credential"
-
 	defaultMaxBackgroundGrants = 8
 	maxMaxBackgroundGrants     = 64
 )

@@ -9,22 +9,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const (
-	keyTokenHeld           = "token_held"
-	keyTokenObtainedAt     = "token_obtained_at"
-	keyTokenExpiresAt      = "token_expires_at"
-	keyTokenReplacedAt     = "token_replaced_at"
-	keyRefreshTokenHeld    = "refresh_token_held"
-	keyLastSuccessAt       = "last_success_at"
-	keyLastSuccessGrant    = "last_success_grant"
-	keyLastFailureAt       = "last_failure_at"
-	keyLastFailure         = "last_failure"
-	keyConsecutiveFailures = "consecutive_failures"
-	keyGrantsHeldUntil     = "grants_held_until"
-	keyGrantsHeldBecause   = "grants_held_because"
-	keyGrantsLastHour      = "grants_last_hour"
-)
-
 func pathStatus(b *backend) []*framework.Path {
 	list := b.credentialListPath("status", "api-user-statuses", "List the credentials that have a status.",
 		"List the credentials whose status can be read, or read the whole mount's.",

@@ -12,12 +12,6 @@ import (
 )
 
 const (
-	keyAgentTTL       = "ttl" // the token/ response's ttl, for Vault Agent
-	keyRotationPeriod = "rotation_period"
-	// keyLastRotation makes the Vault Secrets Operator treat the lease-less
-	// token as a rotating static secret and re-sync after each rotation.
-	keyLastRotation = "last_vault_rotation"
-
 	// outageRetryTTL is the ttl handed out with a token served during an
 	// IRIS outage, so that Agent templates come back soon.
 	outageRetryTTL = 15 * time.Second

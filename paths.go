@@ -19,7 +19,6 @@ const (
 	// operationPrefix names every operation in Vault's OpenAPI document.
 	operationPrefix = "iris"
 
-	keyName       = "name"
 	maxNameLength = 128
 
 	// nameCapture takes any non-empty rest of the path as the name; nameFrom

@@ -20,26 +20,6 @@ import (
 const (
 	secretTypeAccessToken = "iris_access_token"
 
-	keyAccessToken = "access_token"
-	keyTokenType   = "token_type"
-	keyScope       = "scope"
-	keyExpiresAt   = "expires_at"
-	keyExpiresIn   = "expires_in"
-
-	// Lease internal data. The refresh token lives only here, in Vault's
-	// lease storage, and is never returned to a caller.
-	internalConfigName   = "config_name"
-	internalRefreshToken = "refresh_token"
-	internalAccessToken  = "access_token"
-	internalGeneration   = "generation"
-	// The key keeps its first name: leases issued before there were other
-	// kinds carry it, and renew only if it is still read.
-	internalCredentialID = "api_user_id"
-	// The endpoint the lease's tokens were issued under: they go back
-	// only there. Leases of earlier releases have neither.
-	internalTokenURL      = "token_url"
-	internalRevocationURL = "revocation_url"
-
 	// spentStoragePrefix records the refresh tokens renewals have sent.
 	spentStoragePrefix = "spent-refresh-token/"
 
