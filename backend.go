@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 
@@ -31,13 +30,10 @@ type backend struct {
 	grants    *grantBook
 	refresher *backgroundRefresher
 	metrics   *mountMetrics
-	configs   *entryCache[credential]
-	sessions  *entryCache[tokenSession]
+	stored    storedEntries
 
-	// flights lets one grant per credential run at a time; sessionLocks
-	// order a grant's write-back against config writes and deletes.
-	flights      singleflight.Group
-	sessionLocks []*locksutil.LockEntry
+	// flights lets one grant per credential run at a time.
+	flights singleflight.Group
 
 	// afterGrant, when set by a test, runs between a session grant and its
 	// write-back: the window in which config changes must win.
@@ -45,8 +41,8 @@ type backend struct {
 
 	// closeMu guards closed, set by Clean, and the count of session
 	// flights: every storage write of a session, config or spent record
-	// holds it for reading (withSessionLock), so that none happens once
-	// Clean has returned.
+	// holds it for reading (whileOpen), so that none happens once Clean
+	// has returned.
 	closeMu      sync.RWMutex
 	closed       bool
 	flightsAlive int
@@ -87,12 +83,10 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 
 func newBackend(opts backendOptions) *backend {
 	b := &backend{
-		client:       opts.client,
-		now:          opts.now,
-		configs:      newEntryCache[credential](configStoragePrefix),
-		sessions:     newEntryCache[tokenSession](sessionStoragePrefix),
-		sessionLocks: locksutil.CreateLocks(),
-		lastRead:     make(map[string]time.Time),
+		client:   opts.client,
+		now:      opts.now,
+		stored:   newStoredEntries(),
+		lastRead: make(map[string]time.Time),
 	}
 	if b.now == nil {
 		b.now = time.Now
@@ -114,9 +108,7 @@ func newBackend(opts backendOptions) *backend {
 		BackendType:    logical.TypeLogical,
 		RunningVersion: Version,
 		PathsSpecial: &logical.Paths{
-			// Only Vault Enterprise honours seal wrapping; open-source Vault
-			// stores these entries with its ordinary barrier encryption.
-			SealWrapStorage: []string{configStoragePrefix, sessionStoragePrefix},
+			SealWrapStorage: sealWrappedPrefixes,
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
@@ -261,14 +253,10 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	if key == settingsStorageKey || strings.HasPrefix(key, configStoragePrefix) {
 		b.seededHosts.Store(nil)
 	}
+	b.stored.forgetCached(key)
 	if name, ok := strings.CutPrefix(key, configStoragePrefix); ok {
-		b.configs.forget(name)
-		b.sessions.forget(name)
 		// A config written elsewhere ends a hold as a local write does.
 		b.grants.configChanged(name)
-	}
-	if name, ok := strings.CutPrefix(key, sessionStoragePrefix); ok {
-		b.sessions.forget(name)
 	}
 }
 

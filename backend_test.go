@@ -55,15 +55,15 @@ func TestInvalidateDropsCachedConfigAndSession(t *testing.T) {
 	require.Equal(t, "someone-else", cfg.Username)
 
 	// A replicated session change is picked up the same way.
-	sess, err := env.b.sessions.load(ctx, env.storage, "demo")
+	sess, err := env.b.session(ctx, env.storage, "demo")
 	require.NoError(t, err)
 	require.NotNil(t, sess)
 	require.NoError(t, env.storage.Delete(ctx, sessionStoragePrefix+"demo"))
-	sess, err = env.b.sessions.load(ctx, env.storage, "demo")
+	sess, err = env.b.session(ctx, env.storage, "demo")
 	require.NoError(t, err)
 	require.NotNil(t, sess, "the cache serves until invalidated")
 	env.b.invalidate(ctx, sessionStoragePrefix+"demo")
-	sess, err = env.b.sessions.load(ctx, env.storage, "demo")
+	sess, err = env.b.session(ctx, env.storage, "demo")
 	require.NoError(t, err)
 	require.Nil(t, sess)
 }

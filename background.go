@@ -112,7 +112,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		return nil
 	}
 	began := time.Now()
-	names, err := req.Storage.List(ctx, sessionStoragePrefix)
+	names, err := listSessionNames(ctx, req.Storage)
 	if err != nil {
 		return fmt.Errorf("listing the shared tokens to refresh: %w", err)
 	}
@@ -137,7 +137,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		if err != nil || cfg == nil {
 			continue
 		}
-		sess, err := b.sessions.load(ctx, req.Storage, name)
+		sess, err := b.session(ctx, req.Storage, name)
 		if err != nil || sess == nil || sess.Generation != cfg.Generation {
 			continue
 		}
@@ -163,7 +163,7 @@ func (b *backend) refreshInBackground(s logical.Storage, ref credentialRef) erro
 	if err != nil || cfg == nil {
 		return err
 	}
-	sess, err := b.sessions.load(ctx, s, ref.name)
+	sess, err := b.session(ctx, s, ref.name)
 	if err != nil || sess == nil {
 		return err
 	}

@@ -171,12 +171,12 @@ func TestBackgroundRefreshPassSkipsUnreadSessionsWithoutLoading(t *testing.T) {
 	require.Zero(t, storage.gets["config"], "configs loaded")
 	require.Zero(t, storage.gets["session"], "sessions loaded")
 	require.Zero(t, env.iris.Stats().Requests, "nothing was read, so nothing is replaced")
-	restarted.configs.mu.RLock()
-	restarted.sessions.mu.RLock()
-	require.Empty(t, restarted.configs.items)
-	require.Empty(t, restarted.sessions.items)
-	restarted.sessions.mu.RUnlock()
-	restarted.configs.mu.RUnlock()
+	restarted.stored.configs.mu.RLock()
+	restarted.stored.sessions.mu.RLock()
+	require.Empty(t, restarted.stored.configs.items)
+	require.Empty(t, restarted.stored.sessions.items)
+	restarted.stored.sessions.mu.RUnlock()
+	restarted.stored.configs.mu.RUnlock()
 
 	// One of them is read: the next pass replaces it, and the unread ones
 	// still cost no storage read.

@@ -23,7 +23,6 @@ import (
 // generation, and how it turns into grants for the OAuth client.
 
 const (
-	configStoragePrefix = "config/"
 	// configShapeVersion 2 added ID; 3 added Revision and
 	// LegacyRevocationURL. Entries of earlier shapes are read as they are
 	// (see identity, Revision's empty value, which the next write replaces,
@@ -308,17 +307,17 @@ func newGeneration() string {
 func (b *backend) storeCredential(ctx context.Context, s logical.Storage, name string, existing, cfg *credential, verified *irisauth.Token) error {
 	var abandoned *tokenSession
 	configWritten := false
-	err := b.withSessionLock(name, func() error {
+	err := b.withCredentialLock(name, func() error {
 		// The verifying grant ran unlocked: a write or delete that landed
 		// meanwhile must not be undone by storing a copy of what it replaced.
-		current, err := b.configs.loadUncached(ctx, s, name)
+		current, err := b.configFromStorage(ctx, s, name)
 		if err != nil {
 			return err
 		}
 		if (existing == nil) != (current == nil) || (existing != nil && !reflect.DeepEqual(*existing, *current)) {
 			return logical.CodedError(http.StatusConflict, fmt.Sprintf("%s %q was changed or deleted while this write ran; nothing was stored, write again", cfg.kind().noun, name))
 		}
-		if err := b.configs.save(ctx, s, name, cfg); err != nil {
+		if err := b.putConfig(ctx, s, name, cfg); err != nil {
 			return err
 		}
 		configWritten = true
@@ -360,12 +359,12 @@ func (b *backend) storeCredential(ctx context.Context, s logical.Storage, name s
 }
 
 // restoreConfig puts back the config a failed write replaced (nil: there
-// was none). Under the session lock.
+// was none). Under the credential lock.
 func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name string, previous *credential) error {
 	if previous == nil {
-		return b.configs.delete(ctx, s, name)
+		return b.deleteConfig(ctx, s, name)
 	}
-	return b.configs.save(ctx, s, name, previous)
+	return b.putConfig(ctx, s, name, previous)
 }
 
 // deleteCredential deletes the credential and its shared token. Under the session
@@ -375,19 +374,19 @@ func (b *backend) restoreConfig(ctx context.Context, s logical.Storage, name str
 func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name string) error {
 	var cfg *credential
 	var abandoned *tokenSession
-	err := b.withSessionLock(name, func() error {
+	err := b.withCredentialLock(name, func() error {
 		var err error
-		if cfg, err = b.configs.loadUncached(ctx, s, name); err != nil {
+		if cfg, err = b.configFromStorage(ctx, s, name); err != nil {
 			return err
 		}
-		if abandoned, err = b.sessions.loadUncached(ctx, s, name); err != nil {
+		if abandoned, err = b.sessionFromStorage(ctx, s, name); err != nil {
 			return err
 		}
-		if err := b.sessions.delete(ctx, s, name); err != nil {
+		if err := b.deleteSession(ctx, s, name); err != nil {
 			abandoned = nil // still stored, still held
 			return err
 		}
-		return b.configs.delete(ctx, s, name)
+		return b.deleteConfig(ctx, s, name)
 	})
 	// The session is gone whenever abandoned is set, even if the config
 	// delete then failed.
@@ -398,9 +397,4 @@ func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name 
 	b.grants.forget(name)
 	b.forgetRead(name)
 	return nil
-}
-
-// config returns the stored credential, or nil when there is none.
-func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*credential, error) {
-	return b.configs.load(ctx, s, name)
 }

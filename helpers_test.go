@@ -332,7 +332,7 @@ func (env *testEnv) readToken(name string) *logical.Response {
 
 func (env *testEnv) storedSession(name string) *tokenSession {
 	env.t.Helper()
-	sess, err := env.b.sessions.loadUncached(context.Background(), env.storage, name)
+	sess, err := env.b.sessionFromStorage(context.Background(), env.storage, name)
 	require.NoError(env.t, err)
 	return sess
 }

@@ -256,7 +256,7 @@ func (b *backend) grantFigures(name string, cfg *credential, f *credentialFigure
 // name. It reads storage through the caches, so after the first call it
 // costs map look-ups.
 func (b *backend) fleet(ctx context.Context, s logical.Storage) ([]credentialFigures, error) {
-	names, err := s.List(ctx, configStoragePrefix)
+	names, err := listConfigNames(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +277,7 @@ func (b *backend) fleet(ctx context.Context, s logical.Storage) ([]credentialFig
 		}
 		configured[name] = true
 		f := credentialFigures{name: name, kind: cfg.kind().name}
-		sess, err := b.sessions.load(ctx, s, name)
+		sess, err := b.session(ctx, s, name)
 		if err != nil {
 			return nil, err
 		}

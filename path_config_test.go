@@ -25,7 +25,7 @@ func TestConfigLifecycle(t *testing.T) {
 	data["revocation_url"] = env.iris.RevocationURL
 	env.mustRequest(logical.CreateOperation, "config/demo", data)
 	require.Equal(t, 1, env.iris.Stats().PasswordGrants, "a write verifies with one password grant")
-	sess, err := env.b.sessions.loadUncached(context.Background(), env.storage, "demo")
+	sess, err := env.b.sessionFromStorage(context.Background(), env.storage, "demo")
 	require.NoError(t, err)
 	require.NotNil(t, sess, "the verifying grant's token seeds the token/ session")
 
@@ -309,7 +309,7 @@ func TestConfigWriteRacingDeleteNeverResurrects(t *testing.T) {
 	}}}
 	_, err := env.request(logical.UpdateOperation, "config/demo", map[string]interface{}{"ttl": "5m"})
 	require.ErrorContains(t, err, "changed or deleted while this write ran")
-	cfg, err := env.b.configs.loadUncached(context.Background(), env.storage, "demo")
+	cfg, err := env.b.configFromStorage(context.Background(), env.storage, "demo")
 	require.NoError(t, err)
 	require.Nil(t, cfg, "delete always wins")
 }

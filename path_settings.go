@@ -17,8 +17,6 @@ import (
 // The mount's own settings, as opposed to each credential's at config/.
 
 const (
-	settingsStorageKey = "settings"
-
 	defaultMaxBackgroundGrants = 8
 	maxMaxBackgroundGrants     = 64
 )
@@ -103,18 +101,6 @@ Settings that apply to every credential on the mount:
                          with many thousands of credentials cheap.
 `
 
-func (b *backend) loadSettings(ctx context.Context, s logical.Storage) (*mountSettings, error) {
-	settings := &mountSettings{MaxBackgroundGrants: defaultMaxBackgroundGrants}
-	entry, err := s.Get(ctx, settingsStorageKey)
-	if err != nil || entry == nil {
-		return settings, err
-	}
-	if err := entry.DecodeJSON(settings); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", settingsStorageKey, err)
-	}
-	return settings, nil
-}
-
 // metricsPerCredential says whether metrics/ has per-credential series.
 func (b *backend) metricsPerCredential(ctx context.Context, s logical.Storage) (bool, error) {
 	settings, err := b.loadSettings(ctx, s)
@@ -154,13 +140,13 @@ func (b *backend) settingsWithHosts(ctx context.Context, s logical.Storage) (*mo
 		settings.AllowedHosts = *seed
 		return settings, nil
 	}
-	hosts, err := seedAllowedHosts(ctx, s)
+	hosts, err := b.seedAllowedHosts(ctx, s)
 	if err != nil {
 		return nil, err
 	}
 	settings.AllowedHosts = hosts
 	if b.canWriteStorage() {
-		err := storeSettings(ctx, s, settings)
+		err := b.putSettings(ctx, s, settings)
 		if err == nil {
 			b.Logger().Info("allowed_hosts recorded from the hosts stored configs use", "allowed_hosts", strings.Join(hosts, ","))
 			return settings, nil
@@ -175,20 +161,21 @@ func (b *backend) settingsWithHosts(ctx context.Context, s logical.Storage) (*mo
 
 // seedAllowedHosts is the default host together with every host a stored
 // config sends to.
-func seedAllowedHosts(ctx context.Context, s logical.Storage) ([]string, error) {
+func (b *backend) seedAllowedHosts(ctx context.Context, s logical.Storage) ([]string, error) {
 	hosts := []string{defaultAllowedHost}
-	names, err := s.List(ctx, configStoragePrefix)
+	names, err := listConfigNames(ctx, s)
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", configStoragePrefix, err)
+		return nil, err
 	}
 	for _, name := range names {
-		entry, err := s.Get(ctx, configStoragePrefix+name)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s%s: %w", configStoragePrefix, name, err)
-		}
-		var cfg credential
-		if entry == nil || entry.DecodeJSON(&cfg) != nil {
+		cfg, err := b.configFromStorage(ctx, s, name)
+		var undecodable *undecodableEntryError
+		if errors.As(err, &undecodable) || (err == nil && cfg == nil) {
+			// Such a config sends nothing, so it adds no host.
 			continue
+		}
+		if err != nil {
+			return nil, err
 		}
 		for _, raw := range []string{cfg.TokenURL, cfg.RevocationURL} {
 			if entry := hostEntryOf(raw); entry != "" && !slices.Contains(hosts, entry) {
@@ -212,14 +199,6 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 		b.Logger().Warn("could not record allowed_hosts at start", "error", err)
 	}
 	return nil
-}
-
-func storeSettings(ctx context.Context, s logical.Storage, settings *mountSettings) error {
-	entry, err := logical.StorageEntryJSON(settingsStorageKey, settings)
-	if err != nil {
-		return err
-	}
-	return s.Put(ctx, entry)
 }
 
 func (b *backend) pathSettingsRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -258,7 +237,7 @@ func (b *backend) pathSettingsWrite(ctx context.Context, req *logical.Request, d
 	}
 	b.settingsMu.Lock()
 	defer b.settingsMu.Unlock()
-	if err := storeSettings(ctx, req.Storage, settings); err != nil {
+	if err := b.putSettings(ctx, req.Storage, settings); err != nil {
 		return nil, err
 	}
 	b.seededHosts.Store(nil)

@@ -272,7 +272,7 @@ func TestSessionSendsRefreshTokenOnlyWhereIssued(t *testing.T) {
 	sess := env.storedSession("demo")
 	require.Equal(t, env.iris.TokenURL, sess.TokenURL, "the session records its endpoint")
 	sess.TokenURL = "https://elsewhere.example/token"
-	require.NoError(t, env.b.sessions.save(context.Background(), env.storage, "demo", sess))
+	require.NoError(t, env.b.putSession(context.Background(), env.storage, "demo", sess))
 	env.iris.ResetStats()
 	env.clock.Advance(50 * time.Minute)
 	env.readToken("demo")

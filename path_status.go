@@ -123,7 +123,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *f
 	if errResp != nil || err != nil {
 		return errResp, err
 	}
-	sess, err := b.sessions.load(ctx, req.Storage, ref.name)
+	sess, err := b.session(ctx, req.Storage, ref.name)
 	if err != nil {
 		return nil, err
 	}

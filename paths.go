@@ -93,7 +93,7 @@ func (b *backend) credentialListPath(prefix, suffix, summary, synopsis, help str
 }
 
 func (b *backend) listCredentials(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := req.Storage.List(ctx, configStoragePrefix)
+	names, err := listConfigNames(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func TestRacingConfigWriteWinsAndOrphansNothing(t *testing.T) {
 				var coded logical.HTTPCodedError
 				require.ErrorAs(t, err, &coded)
 				require.Equal(t, http.StatusConflict, coded.Code())
-				cfg, err := env.b.configs.loadUncached(context.Background(), env.storage, "demo")
+				cfg, err := env.b.configFromStorage(context.Background(), env.storage, "demo")
 				require.NoError(t, err)
 				require.Equal(t, 20*time.Minute, cfg.TTL, "the write that landed first stays")
 			} else {
@@ -86,7 +86,7 @@ func TestRacingConfigWriteWinsAndOrphansNothing(t *testing.T) {
 				env.readToken("demo")
 				st := env.iris.Stats()
 				require.Equal(t, before+tc.wantGrants, st.PasswordGrants+st.RefreshGrants)
-				cfg, err := env.b.configs.loadUncached(context.Background(), env.storage, "demo")
+				cfg, err := env.b.configFromStorage(context.Background(), env.storage, "demo")
 				require.NoError(t, err)
 				require.NotNil(t, env.storedSession("demo"))
 				require.Equal(t, cfg.Generation, env.storedSession("demo").Generation)

@@ -2,8 +2,6 @@ package iris
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"time"
@@ -19,9 +17,6 @@ import (
 
 const (
 	secretTypeAccessToken = "iris_access_token"
-
-	// spentStoragePrefix records the refresh tokens renewals have sent.
-	spentStoragePrefix = "spent-refresh-token/"
 
 	// maxLeaseMargin bounds how much earlier than its token a lease ends.
 	maxLeaseMargin = time.Minute
@@ -228,15 +223,15 @@ func leaseCredentialID(secret *logical.Secret) string {
 // this record is what keeps a refresh token from being sent twice. Records
 // expire with the longest lease the mount allows (sweepSpentRefreshTokens).
 func (b *backend) claimRefreshToken(ctx context.Context, s logical.Storage, refreshToken string) (bool, error) {
-	key := spentKey(refreshToken)
+	key := spentRecordKey(refreshToken)
 	var fresh bool
-	err := b.withSessionLock(key, func() error {
-		entry, err := s.Get(ctx, key)
-		if err != nil || entry != nil {
+	err := b.withSpentRecordLock(key, func() error {
+		_, found, err := spentRecord(ctx, s, key)
+		if err != nil || found {
 			return err
 		}
 		fresh = true
-		return s.Put(ctx, &logical.StorageEntry{Key: key, Value: []byte(b.now().UTC().Format(time.RFC3339))})
+		return putSpentRecord(ctx, s, key, b.now())
 	})
 	return fresh, err
 }
@@ -244,33 +239,25 @@ func (b *backend) claimRefreshToken(ctx context.Context, s logical.Storage, refr
 // releaseRefreshToken undoes claimRefreshToken for a refresh token IRIS
 // provably never saw.
 func (b *backend) releaseRefreshToken(ctx context.Context, s logical.Storage, refreshToken string) error {
-	key := spentKey(refreshToken)
-	return b.withSessionLock(key, func() error { return s.Delete(ctx, key) })
-}
-
-func spentKey(refreshToken string) string {
-	sum := sha256.Sum256([]byte(refreshToken))
-	return spentStoragePrefix + hex.EncodeToString(sum[:])
+	key := spentRecordKey(refreshToken)
+	return b.withSpentRecordLock(key, func() error { return deleteSpentRecord(ctx, s, key) })
 }
 
 // sweepSpentRefreshTokens deletes the records of refresh tokens whose leases
 // have ended for certain.
 func (b *backend) sweepSpentRefreshTokens(ctx context.Context, s logical.Storage) error {
-	keys, err := s.List(ctx, spentStoragePrefix)
+	keys, err := listSpentRecords(ctx, s)
 	if err != nil {
 		return err
 	}
 	cutoff := b.now().Add(-b.System().MaxLeaseTTL())
-	for _, k := range keys {
-		entry, err := s.Get(ctx, spentStoragePrefix+k)
-		if err != nil || entry == nil {
+	for _, key := range keys {
+		spentAt, found, err := spentRecord(ctx, s, key)
+		if err != nil || !found || spentAt.IsZero() || !spentAt.Before(cutoff) {
 			continue
 		}
-		if spentAt, err := time.Parse(time.RFC3339, string(entry.Value)); err == nil && spentAt.Before(cutoff) {
-			key := spentStoragePrefix + k
-			if err := b.withSessionLock(key, func() error { return s.Delete(ctx, key) }); err != nil {
-				return err
-			}
+		if err := b.withSpentRecordLock(key, func() error { return deleteSpentRecord(ctx, s, key) }); err != nil {
+			return err
 		}
 	}
 	return nil

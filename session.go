@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/helper/consts"
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"vault-plugin-secrets-iris/irisauth"
@@ -19,7 +17,6 @@ import (
 // in the background for the sessions that are read.
 
 const (
-	sessionStoragePrefix = "session/"
 	// sessionShapeVersion 2 added TokenURL and RevocationURL.
 	sessionShapeVersion = 2
 
@@ -129,7 +126,7 @@ func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref creden
 	// of that read, not by it.
 	defer b.markRead(name)
 	now := b.now()
-	sess, err = b.sessions.load(ctx, s, name)
+	sess, err = b.session(ctx, s, name)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -164,7 +161,7 @@ func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref creden
 	// IRIS failed us: keep serving the current token while it has enough
 	// life left for a consumer to use it.
 	now = b.now()
-	if sess, _ = b.sessions.load(ctx, s, name); sess != nil && sess.Generation == cfg.Generation &&
+	if sess, _ = b.session(ctx, s, name); sess != nil && sess.Generation == cfg.Generation &&
 		sess.ExpiresAt.Sub(now) > sess.outageFloor() {
 		return sess, cfg, refreshErr, nil
 	}
@@ -211,14 +208,14 @@ func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref cre
 
 func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref credentialRef, ahead time.Duration) (*tokenSession, error) {
 	name := ref.name
-	cfg, err := b.configs.loadUncached(ctx, s, name)
+	cfg, err := b.configFromStorage(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
 	if cfg == nil {
 		return nil, &staleSessionError{noun: ref.noun(), name: name}
 	}
-	sess, err := b.sessions.loadUncached(ctx, s, name)
+	sess, err := b.sessionFromStorage(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
@@ -270,20 +267,20 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 // was read, whatever the write changed. It takes the lock config writes and deletes take, so that a session
 // obtained with credentials that have since changed is never stored.
 func (b *backend) storeSessionIfCurrent(ctx context.Context, s logical.Storage, name string, cfg *credential, sess *tokenSession) error {
-	return b.withSessionLock(name, func() error {
-		current, err := b.configs.loadUncached(ctx, s, name)
+	return b.withCredentialLock(name, func() error {
+		current, err := b.configFromStorage(ctx, s, name)
 		if err != nil {
 			return err
 		}
 		if current == nil || current.Generation != cfg.Generation || current.Revision != cfg.Revision {
 			return &staleSessionError{noun: cfg.kind().noun, name: name}
 		}
-		return b.sessions.save(ctx, s, name, sess)
+		return b.putSession(ctx, s, name, sess)
 	})
 }
 
 // sessionAfterConfigWrite brings the shared token in line with a config
-// just stored (under the session lock): the verifying grant's token becomes
+// just stored (under the credential lock): the verifying grant's token becomes
 // the session, so that it is not wasted and its refresh token is not left
 // alive at IRIS with nobody holding it; a session obtained with credentials
 // that have since changed is dropped. It returns the session it replaced or
@@ -295,21 +292,21 @@ func (b *backend) sessionAfterConfigWrite(ctx context.Context, s logical.Storage
 	var old *tokenSession
 	var err error
 	if existing != nil {
-		if old, err = b.sessions.loadUncached(ctx, s, name); err != nil {
+		if old, err = b.sessionFromStorage(ctx, s, name); err != nil {
 			return nil, err
 		}
 	}
 	if verified != nil {
-		err = b.sessions.save(ctx, s, name, newSession(verified, cfg))
+		err = b.putSession(ctx, s, name, newSession(verified, cfg))
 	} else {
-		err = b.sessions.delete(ctx, s, name)
+		err = b.deleteSession(ctx, s, name)
 	}
 	return old, err
 }
 
 // revokeAbandonedSession revokes, best effort, the refresh token of a
 // session a config write or delete let go of, with the config it was
-// obtained under. Called outside the session lock: it waits on IRIS.
+// obtained under. Called outside the credential lock: it waits on IRIS.
 func (b *backend) revokeAbandonedSession(ctx context.Context, name string, cfg *credential, old *tokenSession) {
 	if old == nil || cfg == nil || old.Generation != cfg.Generation {
 		return
@@ -346,36 +343,4 @@ func (b *backend) abandonRefreshToken(ctx context.Context, name string, cfg *cre
 	// Not tied to the caller: a grant cancelled by Clean still revokes what
 	// it obtained, within the revocation timeout.
 	b.revokeAtIRIS(context.WithoutCancel(ctx), name, cfg, revocationURL, refreshToken, "refresh_token")
-}
-
-// errMountClosed answers a storage write attempted after Clean.
-var errMountClosed = errors.New("the mount is being unmounted or reloaded; nothing was stored")
-
-// withSessionLock runs fn holding the named session's lock, unless the mount
-// was cleaned up: once Clean has returned, no session, config or spent
-// record is written any more.
-func (b *backend) withSessionLock(name string, fn func() error) error {
-	lock := locksutil.LockForKey(b.sessionLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	b.closeMu.RLock()
-	defer b.closeMu.RUnlock()
-	if b.closed {
-		return errMountClosed
-	}
-	return fn()
-}
-
-// canWriteStorage reports whether this node may write the mount's storage:
-// not a performance standby, not a DR secondary, and not a performance
-// secondary unless the mount is local.
-func (b *backend) canWriteStorage() bool {
-	state := b.System().ReplicationState()
-	if state.HasState(consts.ReplicationPerformanceStandby | consts.ReplicationDRSecondary) {
-		return false
-	}
-	if state.HasState(consts.ReplicationPerformanceSecondary) && !b.System().LocalMount() {
-		return false
-	}
-	return true
 }

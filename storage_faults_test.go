@@ -169,7 +169,7 @@ func TestStorageFaults(t *testing.T) {
 				{"config read", []storageFault{{opGet, "config/", 1}}},
 			},
 			act: func(env *testEnv, st *faultState) (*logical.Response, error) {
-				env.b.configs.forget("demo") // a cold cache, as after a restart
+				env.b.stored.configs.forget("demo") // a cold cache, as after a restart
 				return env.request(logical.ReadOperation, "creds/demo", nil)
 			},
 			recover: func(env *testEnv, st *faultState) {
@@ -184,7 +184,7 @@ func TestStorageFaults(t *testing.T) {
 				{"spent record write", []storageFault{{opPut, spentStoragePrefix, 1}}},
 			},
 			act: func(env *testEnv, st *faultState) (*logical.Response, error) {
-				env.b.configs.forget("demo")
+				env.b.stored.configs.forget("demo")
 				return env.renew(st.lease(), 0)
 			},
 			recover: func(env *testEnv, st *faultState) {
@@ -269,7 +269,7 @@ func TestStorageFaults(t *testing.T) {
 				env.writeConfig("demo", demoUser, map[string]interface{}{"revocation_url": env.iris.RevocationURL, "renewable_leases": true})
 				env.readToken("demo")
 				st := &faultState{leases: []*logical.Secret{issued(env.readCreds("demo"), time.Now())}}
-				before, err := env.b.configs.loadUncached(context.Background(), env.storage, "demo")
+				before, err := env.b.configFromStorage(context.Background(), env.storage, "demo")
 				require.NoError(t, err)
 				logsBefore := len(env.logs.String())
 
@@ -299,7 +299,7 @@ func TestStorageFaults(t *testing.T) {
 					require.Contains(t, err.Error(), "demo", "the error names the credential")
 				}
 				if fam.configWrite {
-					after, err := env.b.configs.loadUncached(context.Background(), env.storage, "demo")
+					after, err := env.b.configFromStorage(context.Background(), env.storage, "demo")
 					require.NoError(t, err)
 					if !reflect.DeepEqual(before, after) {
 						// As written: the ttl, a new revision, nothing else.

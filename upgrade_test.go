@@ -67,7 +67,7 @@ func TestStoredByV010KeepsWorking(t *testing.T) {
 	env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{"ttl": "30m"})
 	_, err = env.renew(renewed.Secret, 0)
 	require.NoError(t, err)
-	stored, err := env.b.configs.loadUncached(ctx, env.storage, "demo")
+	stored, err := env.b.configFromStorage(ctx, env.storage, "demo")
 	require.NoError(t, err)
 	require.Equal(t, configShapeVersion, stored.ShapeVersion)
 	require.Equal(t, legacyIdentity("0a1b2c3d4e5f60718293a4b5"), stored.ID)
@@ -109,7 +109,7 @@ func TestStoredByShape2KeepsWorking(t *testing.T) {
 	}
 	env.readToken("demo")
 	require.Equal(t, 1, env.iris.Stats().RefreshGrants)
-	stored, err := env.b.configs.loadUncached(ctx, env.storage, "demo")
+	stored, err := env.b.configFromStorage(ctx, env.storage, "demo")
 	require.NoError(t, err)
 	require.Equal(t, configShapeVersion, stored.ShapeVersion)
 	require.NotEmpty(t, stored.Revision)
@@ -207,7 +207,7 @@ func TestUpgradeRecordsHostsInUse(t *testing.T) {
 			env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{
 				"revocation_url": collector.URL + "/revoke", "client_secret": demoUser.ClientSecret, "password": demoUser.Password, "verify": false,
 			})
-			cfg, err := env.b.configs.loadUncached(ctx, storage, "demo")
+			cfg, err := env.b.configFromStorage(ctx, storage, "demo")
 			require.NoError(t, err)
 			require.Equal(t, configShapeVersion, cfg.ShapeVersion)
 			require.Equal(t, env.iris.RevocationURL, cfg.LegacyRevocationURL)
