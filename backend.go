@@ -59,10 +59,6 @@ type backend struct {
 	// writes; seededHosts is a seed this node could not store.
 	settingsMu  sync.Mutex
 	seededHosts atomic.Pointer[[]string]
-
-	// lastRead tells the periodic refresh which sessions are in use.
-	lastReadMu sync.Mutex
-	lastRead   map[string]time.Time
 }
 
 // backendOptions are the seams tests use; Factory uses the defaults.
@@ -83,17 +79,16 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 
 func newBackend(opts backendOptions) *backend {
 	b := &backend{
-		client:   opts.client,
-		now:      opts.now,
-		stored:   newStoredEntries(),
-		lastRead: make(map[string]time.Time),
+		client: opts.client,
+		now:    opts.now,
+		stored: newStoredEntries(),
 	}
 	if b.now == nil {
 		b.now = time.Now
 	}
 	b.flightsIdle = sync.NewCond(&b.closeMu)
 	b.grants = newGrantBook(b.now)
-	b.refresher = newBackgroundRefresher()
+	b.refresher = newBackgroundRefresher(b.now)
 	b.metrics = newMountMetrics(b)
 	if b.client == nil {
 		b.client = newIRISClient(nil)

@@ -38,50 +38,55 @@ type backgroundRefresher struct {
 	ctx    context.Context // ends when the mount is cleaned up
 	cancel context.CancelFunc
 
+	now func() time.Time
+
 	mu          sync.Mutex
-	queue       []string        // due names not yet started, oldest first
-	pending     map[string]bool // queued or in flight
+	lastRead    map[string]time.Time // which sessions are in use, and since when
+	queue       []string             // due names not yet started, oldest first
+	pending     map[string]bool      // queued or in flight
 	workers     int
 	pausedUntil time.Time
 	pause       time.Duration
 	idle        *sync.Cond // signalled when the last worker stops
 }
 
-func newBackgroundRefresher() *backgroundRefresher {
+func newBackgroundRefresher(now func() time.Time) *backgroundRefresher {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &backgroundRefresher{ctx: ctx, cancel: cancel, pending: make(map[string]bool)}
+	r := &backgroundRefresher{ctx: ctx, cancel: cancel, now: now,
+		lastRead: make(map[string]time.Time), pending: make(map[string]bool)}
 	r.idle = sync.NewCond(&r.mu)
 	return r
 }
 
 // markRead notes that someone uses the named session.
-func (b *backend) markRead(name string) {
-	b.lastReadMu.Lock()
-	b.lastRead[name] = b.now()
-	b.lastReadMu.Unlock()
+func (r *backgroundRefresher) markRead(name string) {
+	r.mu.Lock()
+	r.lastRead[name] = r.now()
+	r.mu.Unlock()
 }
 
 // forgetRead prunes a deleted credential from the read tracking.
-func (b *backend) forgetRead(name string) {
-	b.lastReadMu.Lock()
-	delete(b.lastRead, name)
-	b.lastReadMu.Unlock()
+func (r *backgroundRefresher) forgetRead(name string) {
+	r.mu.Lock()
+	delete(r.lastRead, name)
+	r.mu.Unlock()
 }
 
 // everRead reports whether the named session was read since the process
 // started: a cheap test that spares the periodic pass loading, from
 // storage, entries it would not queue anyway.
-func (b *backend) everRead(name string) bool {
-	b.lastReadMu.Lock()
-	defer b.lastReadMu.Unlock()
-	_, ok := b.lastRead[name]
+func (r *backgroundRefresher) everRead(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.lastRead[name]
 	return ok
 }
 
-func (b *backend) readSince(name string, t time.Time) bool {
-	b.lastReadMu.Lock()
-	defer b.lastReadMu.Unlock()
-	last, ok := b.lastRead[name]
+// readSince reports whether the named session was read at or after t.
+func (r *backgroundRefresher) readSince(name string, t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, ok := r.lastRead[name]
 	return ok && !last.Before(t)
 }
 
@@ -106,11 +111,9 @@ func backgroundDueAt(name string, sess *tokenSession, cfg *credential) time.Time
 // periodicRefresh queues, for replacement ahead of time, the sessions that
 // someone has read and that are due, and returns: the grants run in the
 // mount's pool. A session nobody read since it was obtained is left to
-// expire: refreshing it forever would keep a token alive for no one.
+// expire: refreshing it forever would keep a token alive for no one. Only
+// a node that may write storage runs it (periodic checks).
 func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
-	if !b.canWriteStorage() {
-		return nil
-	}
 	began := time.Now()
 	names, err := listSessionNames(ctx, req.Storage)
 	if err != nil {
@@ -130,7 +133,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		// would make the first pass cost seconds at ten thousand sessions
 		// and keep all of them in memory, for nothing, since a session
 		// nobody read is never queued.
-		if b.refresher.isPending(name) || !b.everRead(name) {
+		if b.refresher.isPending(name) || !b.refresher.everRead(name) {
 			continue
 		}
 		cfg, err := b.config(ctx, req.Storage, name)
@@ -141,14 +144,14 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		if err != nil || sess == nil || sess.Generation != cfg.Generation {
 			continue
 		}
-		if b.now().Before(backgroundDueAt(name, sess, cfg)) || !b.readSince(name, sess.ObtainedAt) {
+		if b.now().Before(backgroundDueAt(name, sess, cfg)) || !b.refresher.readSince(name, sess.ObtainedAt) {
 			continue
 		}
 		due = append(due, name)
 	}
 	b.refresher.enqueue(due, limit, func(name string) error {
 		return b.refreshInBackground(req.Storage, refFor(req, name))
-	}, b.now)
+	})
 	b.metrics.backgroundPasses.Observe(time.Since(began).Seconds())
 	// Operators (and the scale benchmark) read what a pass costs here.
 	b.Logger().Debug("background refresh pass", "sessions", len(names), "queued", len(due),
@@ -183,7 +186,7 @@ func (r *backgroundRefresher) isPending(name string) bool {
 }
 
 // enqueue adds due names to the queue and starts workers up to limit.
-func (r *backgroundRefresher) enqueue(names []string, limit int, refresh func(string) error, now func() time.Time) {
+func (r *backgroundRefresher) enqueue(names []string, limit int, refresh func(string) error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, name := range names {
@@ -194,16 +197,16 @@ func (r *backgroundRefresher) enqueue(names []string, limit int, refresh func(st
 	}
 	for r.workers < limit && len(r.queue) > 0 {
 		r.workers++
-		go r.work(refresh, now)
+		go r.work(refresh)
 	}
 }
 
 // work runs queued refreshes until the queue is empty, the mount goes away,
 // or IRIS asks for a pause.
-func (r *backgroundRefresher) work(refresh func(string) error, now func() time.Time) {
+func (r *backgroundRefresher) work(refresh func(string) error) {
 	for {
 		r.mu.Lock()
-		if len(r.queue) == 0 || r.ctx.Err() != nil || now().Before(r.pausedUntil) {
+		if len(r.queue) == 0 || r.ctx.Err() != nil || r.now().Before(r.pausedUntil) {
 			// What is left is queued again by a later pass.
 			for _, name := range r.queue {
 				delete(r.pending, name)
@@ -224,11 +227,11 @@ func (r *backgroundRefresher) work(refresh func(string) error, now func() time.T
 
 		r.mu.Lock()
 		delete(r.pending, name)
-		if isRateLimited(err) && !now().Before(r.pausedUntil) {
+		if isRateLimited(err) && !r.now().Before(r.pausedUntil) {
 			// Workers that were already waiting on IRIS when the pause began
 			// do not lengthen it.
 			r.pause = min(max(2*r.pause, minBackgroundPause), maxBackgroundPause)
-			r.pausedUntil = now().Add(max(r.pause, retryAfter(err)))
+			r.pausedUntil = r.now().Add(max(r.pause, retryAfter(err)))
 		} else if err == nil {
 			r.pause = 0
 		}

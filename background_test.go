@@ -72,7 +72,7 @@ func TestBackgroundRefreshSpreadsAndFinishesInTime(t *testing.T) {
 	for env.clock.Now().Before(sess.ExpiresAt) && len(replaced) < n {
 		env.clock.Advance(time.Minute)
 		for _, name := range names {
-			env.b.markRead(name) // readers keep using their tokens
+			env.b.refresher.markRead(name) // readers keep using their tokens
 		}
 		env.periodic()
 		inThisPass := 0
@@ -132,10 +132,10 @@ func TestDeletePrunesReadTracking(t *testing.T) {
 	env := newTestEnv(t)
 	manySessions(env, 5)
 	env.mustRequest(logical.DeleteOperation, "config/user-0001", nil)
-	env.b.lastReadMu.Lock()
-	defer env.b.lastReadMu.Unlock()
-	require.Len(t, env.b.lastRead, 4)
-	require.NotContains(t, env.b.lastRead, "user-0001")
+	env.b.refresher.mu.Lock()
+	defer env.b.refresher.mu.Unlock()
+	require.Len(t, env.b.refresher.lastRead, 4)
+	require.NotContains(t, env.b.refresher.lastRead, "user-0001")
 }
 
 // countingStorage counts the entries read, by key prefix.

@@ -288,7 +288,9 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func newGeneration() string {
+// randomID mints the credential's ID, generation and revision: 96 random
+// bits, so that no two are ever equal by chance.
+func randomID() string {
 	var buf [12]byte
 	if _, err := rand.Read(buf[:]); err != nil {
 		// crypto/rand does not fail on supported platforms.
@@ -395,6 +397,6 @@ func (b *backend) deleteCredential(ctx context.Context, s logical.Storage, name 
 		return fmt.Errorf("credential %q was not deleted: %w", name, err)
 	}
 	b.grants.forget(name)
-	b.forgetRead(name)
+	b.refresher.forgetRead(name)
 	return nil
 }

@@ -283,9 +283,9 @@ func (b *backend) fleet(ctx context.Context, s logical.Storage) ([]credentialFig
 		}
 		if sess != nil && sess.Generation == cfg.Generation {
 			f.expiresAt, f.refreshAt = sess.ExpiresAt, sess.refreshAt(cfg)
-			f.read = b.readSince(name, sess.ObtainedAt)
+			f.read = b.refresher.readSince(name, sess.ObtainedAt)
 		}
-		f.everRead = b.everRead(name)
+		f.everRead = b.refresher.everRead(name)
 		b.grantFigures(name, cfg, &f)
 		f.refusedLastHour = b.metrics.refusedLastHour(name, now)
 		f.state = f.stateAt(now)

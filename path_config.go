@@ -252,15 +252,15 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 
 	cfg.ShapeVersion = configShapeVersion
-	cfg.Revision = newGeneration()
+	cfg.Revision = randomID()
 	if existing == nil || existing.tokenIdentity() != cfg.tokenIdentity() {
-		cfg.Generation = newGeneration()
+		cfg.Generation = randomID()
 	}
 	switch {
 	case existing == nil, existing.ClientID != cfg.ClientID, existing.Username != cfg.Username:
 		// Another credential, whatever the name: nothing issued for the
 		// previous one may act for this one.
-		cfg.ID = newGeneration()
+		cfg.ID = randomID()
 	default:
 		cfg.ID = existing.identity()
 	}

@@ -307,7 +307,7 @@ func BenchmarkScrape(b *testing.B) {
 					b.Fatal(err)
 				}
 				backend.grants.record(t, name, cfg, irisauth.GrantPassword, nil)
-				backend.markRead(name)
+				backend.refresher.markRead(name)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()

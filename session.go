@@ -124,7 +124,7 @@ func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref creden
 	// token counts as a read of it: a Vault Agent re-reads only at ttl+1,
 	// past the background due point, and its token must be replaced ahead
 	// of that read, not by it.
-	defer b.markRead(name)
+	defer b.refresher.markRead(name)
 	now := b.now()
 	sess, err = b.session(ctx, s, name)
 	if err != nil {
