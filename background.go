@@ -170,9 +170,10 @@ func (b *backend) refreshInBackground(s logical.Storage, ref credentialRef) erro
 	if err != nil || sess == nil {
 		return err
 	}
-	// Replace it if it is still due: a reader may have done so meanwhile.
-	ahead := sess.refreshAt(cfg).Sub(backgroundDueAt(ref.name, sess, cfg))
-	_, err = b.refreshSession(ctx, s, ref.of(cfg), ahead)
+	// Replaced only if it is still due: a reader may have done so meanwhile.
+	_, err = b.refreshSession(ctx, s, ref.of(cfg), func(sess *tokenSession, cfg *credential) time.Time {
+		return backgroundDueAt(ref.name, sess, cfg)
+	})
 	if err != nil && ctx.Err() == nil {
 		b.Logger().Warn("background token refresh failed; readers will retry", "name", ref.name, "error", err)
 	}

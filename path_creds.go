@@ -40,10 +40,11 @@ token instead of one grant per read.
 `
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	ref, cfg, errResp, err := b.apiUser(ctx, req, d)
-	if errResp != nil || err != nil {
-		return errResp, err
+	named, err := b.namedCredential(ctx, req, d)
+	if err != nil {
+		return nil, err
 	}
+	ref, cfg := named.ref, named.cfg
 	tok, err := b.logIn(ctx, ref, cfg, cfg.RenewableLeases)
 	if err != nil {
 		b.Logger().Warn("could not obtain a token", "name", ref.name, "error", err)

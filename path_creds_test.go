@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -435,4 +436,28 @@ func TestRateLimitedRenewalKeepsItsRefreshToken(t *testing.T) {
 	st := env.iris.Stats()
 	require.Equal(t, 1, st.RefreshGrants)
 	require.Zero(t, st.PasswordGrants+st.RefreshReuse)
+}
+
+// A bad or unknown name on any path that reads one credential is the
+// caller's mistake: a 400 that says what is wrong, and no grant.
+func TestCredentialPathsRefuseBadNames(t *testing.T) {
+	t.Parallel()
+	for _, prefix := range []string{"creds", "token", "status"} {
+		for name, want := range map[string]string{
+			"bad name!":              "invalid name",
+			"demo-":                  "invalid name",
+			strings.Repeat("a", 129): "invalid name",
+			"missing":                `no credential "missing" is configured`,
+		} {
+			env := newTestEnv(t)
+			env.writeConfig("demo", demoUser, nil)
+			env.iris.ResetStats()
+			_, err := env.request(logical.ReadOperation, prefix+"/"+name, nil)
+			var coded logical.HTTPCodedError
+			require.ErrorAs(t, err, &coded, "%s/%s", prefix, name)
+			require.Equal(t, http.StatusBadRequest, coded.Code(), "%s/%s", prefix, name)
+			require.ErrorContains(t, err, want)
+			require.Zero(t, env.iris.Stats().Requests, "%s/%s", prefix, name)
+		}
+	}
 }

@@ -119,10 +119,11 @@ view without access to tokens.
 `
 
 func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	ref, cfg, errResp, err := b.apiUser(ctx, req, d)
-	if errResp != nil || err != nil {
-		return errResp, err
+	named, err := b.namedCredential(ctx, req, d)
+	if err != nil {
+		return nil, err
 	}
+	ref, cfg := named.ref, named.cfg
 	sess, err := b.session(ctx, req.Storage, ref.name)
 	if err != nil {
 		return nil, err

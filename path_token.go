@@ -44,12 +44,13 @@ left.
 `
 
 func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	ref, cfg, errResp, err := b.apiUser(ctx, req, d)
-	if errResp != nil || err != nil {
-		return errResp, err
+	named, err := b.namedCredential(ctx, req, d)
+	if err != nil {
+		return nil, err
 	}
+	ref, cfg := named.ref, named.cfg
 	name := ref.name
-	sess, cfg, refreshErr, err := b.sharedToken(ctx, req.Storage, ref, cfg)
+	served, err := b.sharedToken(ctx, req.Storage, ref, cfg)
 	if err != nil {
 		var stale *staleSessionError
 		if errors.As(err, &stale) {
@@ -61,14 +62,14 @@ func (b *backend) pathTokenRead(ctx context.Context, req *logical.Request, d *fr
 		b.Logger().Warn("could not obtain a token", "name", name, "error", err)
 		return nil, upstreamResponseError(ref, err)
 	}
-	now := b.now()
-	resp := b.sessionResponse(sess, cfg, now)
-	if refreshErr != nil {
-		b.Logger().Warn("serving the current token while IRIS cannot replace it", "name", name, "error", refreshErr)
+	sess, now := served.session, b.now()
+	resp := b.sessionResponse(sess, served.cfg, now)
+	if served.replaceFailed != nil {
+		b.Logger().Warn("serving the current token while IRIS cannot replace it", "name", name, "error", served.replaceFailed)
 		retry := min(outageRetryTTL, sess.ExpiresAt.Sub(now)-sess.outageFloor())
 		resp.Data[keyAgentTTL] = max(int64(retry/time.Second), 1)
 		resp.AddWarning(fmt.Sprintf("could not replace the token: %s; serving the current token until IRIS answers again",
-			describeUpstreamError(ref, refreshErr)))
+			describeUpstreamError(ref, served.replaceFailed)))
 	}
 	return resp, nil
 }

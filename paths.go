@@ -151,22 +151,28 @@ func (r credentialRef) settingsPath() string {
 	return r.mount + settingsStorageKey
 }
 
-// apiUser resolves the path's name to its stored credential; a bad name is an
-// error response, an unknown one an error.
-func (b *backend) apiUser(ctx context.Context, req *logical.Request, d *framework.FieldData) (credentialRef, *credential, *logical.Response, error) {
+// namedCredential is a stored credential as a path names it.
+type namedCredential struct {
+	ref credentialRef
+	cfg *credential
+}
+
+// namedCredential resolves the path's name to its stored credential; a bad
+// or unknown name is the caller's mistake, a 400 that says what to do.
+func (b *backend) namedCredential(ctx context.Context, req *logical.Request, d *framework.FieldData) (namedCredential, error) {
 	name, errResp := nameFrom(d)
 	if errResp != nil {
-		return credentialRef{}, nil, errResp, nil
+		return namedCredential{}, logical.CodedError(http.StatusBadRequest, errResp.Error().Error())
 	}
 	ref := refFor(req, name)
 	cfg, err := b.config(ctx, req.Storage, name)
 	if err != nil {
-		return ref, nil, nil, err
+		return namedCredential{}, err
 	}
 	if cfg == nil {
-		return ref, nil, nil, unknownCredential(ref)
+		return namedCredential{}, unknownCredential(ref)
 	}
-	return ref.of(cfg), cfg, nil, nil
+	return namedCredential{ref: ref.of(cfg), cfg: cfg}, nil
 }
 
 // unknownCredential is the caller's mistake of naming a credential that is not

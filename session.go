@@ -114,59 +114,86 @@ func (s *tokenSession) outageFloor() time.Duration {
 	return max(minOutageFloor, s.lifetime()/20)
 }
 
-// sharedToken returns the credential's session, replacing its token first when
-// it is due. When IRIS cannot replace a due token that still has life enough
-// left, it returns the current one with the failure as refreshErr; cfg is
-// the config the session belongs to (re-read if it changed meanwhile).
-func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref credentialRef, cfg *credential) (sess *tokenSession, _ *credential, refreshErr, err error) {
+// sharedTokenRead is what a token/ read serves.
+type sharedTokenRead struct {
+	session *tokenSession
+	// cfg is the config the session belongs to: the one read, or the one
+	// that replaced it while the token was being replaced.
+	cfg *credential
+	// replaceFailed is why a due token could not be replaced, when the
+	// current one is served anyway because it has life enough left.
+	replaceFailed error
+}
+
+// sharedToken serves the credential's one shared token, replacing it first
+// when it is due. Three rules keep that safe however many readers, writers
+// and background grants meet:
+//
+//   - One grant per credential is in flight; every other caller waits for
+//     its result (refreshSession).
+//   - The result is written back only if the config is unchanged since the
+//     grant began, under the lock config writes and deletes take
+//     (storeSessionIfCurrent): a token obtained with credentials that have
+//     since changed is never stored or served.
+//   - The refresh token is written ahead: the stored session lets go of it
+//     before it is sent, so that it is never sent twice, whatever fails or
+//     restarts after.
+//
+// When IRIS cannot replace a due token that still has life enough left,
+// the current one is served, with the failure in replaceFailed.
+func (b *backend) sharedToken(ctx context.Context, s logical.Storage, ref credentialRef, cfg *credential) (sharedTokenRead, error) {
 	name := ref.name
 	// Marked once the read is served, so that a read that obtained the
 	// token counts as a read of it: a Vault Agent re-reads only at ttl+1,
 	// past the background due point, and its token must be replaced ahead
 	// of that read, not by it.
 	defer b.refresher.markRead(name)
-	now := b.now()
-	sess, err = b.session(ctx, s, name)
+	sess, err := b.session(ctx, s, name)
 	if err != nil {
-		return nil, nil, nil, err
+		return sharedTokenRead{}, err
 	}
-	if sess != nil && sess.Generation == cfg.Generation && now.Before(sess.refreshAt(cfg)) {
-		return sess, cfg, nil, nil
+	if sess != nil && sess.Generation == cfg.Generation && b.now().Before(sess.refreshAt(cfg)) {
+		return sharedTokenRead{session: sess, cfg: cfg}, nil
 	}
 
 	if !b.canWriteStorage() {
 		// Only the active node may rotate the refresh token; Vault forwards
 		// the request there when it sees this error, before any grant ran
 		// here.
-		return nil, nil, nil, logical.ErrReadOnly
+		return sharedTokenRead{}, logical.ErrReadOnly
 	}
 
-	fresh, refreshErr := b.refreshSession(ctx, s, ref, 0)
+	fresh, replaceErr := b.refreshSession(ctx, s, ref, dueAtRefreshPoint)
 	var stale *staleSessionError
-	if errors.As(refreshErr, &stale) {
+	if errors.As(replaceErr, &stale) {
 		// The config changed under the grant; one more try uses the new
 		// one, so that readers see a 409 only under constant churn.
 		if cfg, err = b.config(ctx, s, name); err != nil {
-			return nil, nil, nil, err
+			return sharedTokenRead{}, err
 		}
 		if cfg == nil {
-			return nil, nil, nil, refreshErr
+			return sharedTokenRead{}, replaceErr
 		}
-		fresh, refreshErr = b.refreshSession(ctx, s, ref, 0)
+		fresh, replaceErr = b.refreshSession(ctx, s, ref, dueAtRefreshPoint)
 	}
-	if refreshErr == nil {
-		return fresh, cfg, nil, nil
+	if replaceErr == nil {
+		return sharedTokenRead{session: fresh, cfg: cfg}, nil
 	}
 
 	// IRIS failed us: keep serving the current token while it has enough
 	// life left for a consumer to use it.
-	now = b.now()
 	if sess, _ = b.session(ctx, s, name); sess != nil && sess.Generation == cfg.Generation &&
-		sess.ExpiresAt.Sub(now) > sess.outageFloor() {
-		return sess, cfg, refreshErr, nil
+		sess.ExpiresAt.Sub(b.now()) > sess.outageFloor() {
+		return sharedTokenRead{session: sess, cfg: cfg, replaceFailed: replaceErr}, nil
 	}
-	return nil, nil, nil, refreshErr
+	return sharedTokenRead{}, replaceErr
 }
+
+// dueAt says when a stored session is to be replaced. A reader replaces it
+// at its refresh point; the background refresh earlier (backgroundDueAt).
+type dueAt func(sess *tokenSession, cfg *credential) time.Time
+
+func dueAtRefreshPoint(sess *tokenSession, cfg *credential) time.Time { return sess.refreshAt(cfg) }
 
 // staleSessionError says a grant's result was thrown away because the
 // config changed while it ran.
@@ -176,11 +203,11 @@ func (e *staleSessionError) Error() string {
 	return fmt.Sprintf("%s %q was changed or deleted while its token was being replaced; read again", e.noun, e.name)
 }
 
-// refreshSession replaces the named session's token, unless another caller
-// already did. However many callers arrive at once, one grant per credential is
-// in flight; the others wait for its result.
-// A session is replaced when it is within ahead of its refresh point.
-func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref credentialRef, ahead time.Duration) (*tokenSession, error) {
+// refreshSession replaces the named session's token once it is due, unless
+// another caller already did. However many callers arrive at once, one
+// grant per credential is in flight; the others wait for its result, and
+// the first caller's due rule decides.
+func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref credentialRef, due dueAt) (*tokenSession, error) {
 	ch := b.flights.DoChan(ref.name, func() (interface{}, error) {
 		if !b.startFlight() {
 			return nil, errMountClosed
@@ -193,7 +220,7 @@ func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref cre
 		defer cancel()
 		stop := context.AfterFunc(b.refresher.ctx, cancel)
 		defer stop()
-		return b.refreshSessionOnce(flightCtx, s, ref, ahead)
+		return b.refreshSessionOnce(flightCtx, s, ref, due)
 	})
 	select {
 	case <-ctx.Done():
@@ -206,7 +233,7 @@ func (b *backend) refreshSession(ctx context.Context, s logical.Storage, ref cre
 	}
 }
 
-func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref credentialRef, ahead time.Duration) (*tokenSession, error) {
+func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref credentialRef, due dueAt) (*tokenSession, error) {
 	name := ref.name
 	cfg, err := b.configFromStorage(ctx, s, name)
 	if err != nil {
@@ -219,11 +246,10 @@ func (b *backend) refreshSessionOnce(ctx context.Context, s logical.Storage, ref
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
 	if sess != nil && !sess.issuedAt(cfg) {
 		sess = nil
 	}
-	if sess != nil && now.Add(ahead).Before(sess.refreshAt(cfg)) {
+	if sess != nil && b.now().Before(due(sess, cfg)) {
 		// Someone replaced it while this caller queued.
 		return sess, nil
 	}
