@@ -24,7 +24,7 @@ func newIRISClient(logger hclog.Logger) *irisauth.Client {
 func (b *backend) grant(ctx context.Context, ref credentialRef, cfg *credential, g irisauth.Grant) (irisauth.Result, error) {
 	if err := b.checkHost(ctx, keyTokenURL, g.Endpoint.TokenURL); err != nil {
 		b.Logger().Warn("grant not sent", "name", ref.name, "error", err)
-		return irisauth.Result{RefreshToken: irisauth.RefreshTokenUnused}, err
+		return irisauth.Result{RefreshOutcome: irisauth.RefreshTokenUnused}, err
 	}
 	t, err := b.grants.admit(ctx, ref.name, cfg, g.Type)
 	if err != nil {
@@ -89,15 +89,15 @@ func (b *backend) refreshOrLogIn(ctx context.Context, ref credentialRef, cfg *cr
 		return tok, irisauth.RefreshTokenUnused, err
 	}
 	res, err := b.grant(ctx, ref, cfg, cfg.refreshGrant(refreshToken))
-	switch res.RefreshToken {
+	switch res.RefreshOutcome {
 	case irisauth.RefreshTokenRotated, irisauth.RefreshTokenUnused:
-		return res.Token, res.RefreshToken, err
+		return res.Token, res.RefreshOutcome, err
 	}
-	b.metrics.refreshTokenDropped(res.RefreshToken)
+	b.metrics.refreshTokenDropped(res.RefreshOutcome)
 	b.Logger().Info("refresh token refused or possibly spent; logging in with the password grant instead",
-		"name", ref.name, "refresh_token", res.RefreshToken.String(), "error", err)
+		"name", ref.name, "refresh_token", res.RefreshOutcome.String(), "error", err)
 	tok, err := b.logIn(ctx, ref, cfg, true)
-	return tok, res.RefreshToken, err
+	return tok, res.RefreshOutcome, err
 }
 
 // revokeAtIRIS makes one short best-effort revocation call at

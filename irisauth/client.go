@@ -67,8 +67,8 @@ func (o RefreshOutcome) String() string {
 // Result is what a grant did: the token it obtained, if any, and what became
 // of the refresh token it sent.
 type Result struct {
-	Token        *Token
-	RefreshToken RefreshOutcome
+	Token          *Token
+	RefreshOutcome RefreshOutcome
 }
 
 // Exchange sends the grant, retrying transient failures within the retry
@@ -78,7 +78,7 @@ func (c *Client) Exchange(ctx context.Context, g Grant) (Result, error) {
 	tok, err := c.exchange(ctx, g)
 	res := Result{Token: tok}
 	if g.RefreshToken() != "" {
-		res.RefreshToken = refreshOutcome(err)
+		res.RefreshOutcome = refreshOutcome(err)
 	}
 	if err != nil {
 		// Not a typed nil inside a non-nil error interface.

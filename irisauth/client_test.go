@@ -954,7 +954,7 @@ func TestClientCredentialsGrantAsDocumented(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1200*time.Second, res.Token.Lifetime)
 	require.Empty(t, res.Token.RefreshToken)
-	require.Equal(t, RefreshTokenUnused, res.RefreshToken)
+	require.Equal(t, RefreshTokenUnused, res.RefreshOutcome)
 	require.Zero(t, srv.Stats().Rejected)
 
 	var got *http.Request
