@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/stretchr/testify/require"
 
@@ -94,4 +95,39 @@ func TestBackendErrorsNeverContainSecrets(t *testing.T) {
 			env.assertNoSecrets(demoUser)
 		})
 	}
+}
+
+// The OpenAPI operation IDs name what each operation acts on; clients
+// generated from Vault's document use them as function names. (The e2e
+// OpenAPI test checks the same names in a real Vault's document.)
+func TestOpenAPIOperationIDs(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	env.sysView.PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.0"}
+	resp, err := env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.HelpOperation, Storage: env.storage, MountPoint: testMount})
+	require.NoError(t, err)
+	doc, ok := resp.Data["openapi"].(*framework.OASDocument)
+	require.True(t, ok, "the root help has no OpenAPI document")
+	got := map[string]string{}
+	for path, item := range doc.Paths {
+		for method, op := range map[string]*framework.OASOperation{"get": item.Get, "post": item.Post, "delete": item.Delete} {
+			if op != nil {
+				got[method+" "+path] = op.OperationID
+			}
+		}
+	}
+	require.Equal(t, map[string]string{
+		"get /config/":          "iris-list-credentials",
+		"get /config/{name}":    "iris-read-credential",
+		"post /config/{name}":   "iris-write-credential",
+		"delete /config/{name}": "iris-delete-credential",
+		"get /creds/{name}":     "iris-generate-access-token",
+		"get /token/{name}":     "iris-read-shared-token",
+		"get /status":           "iris-read-mount-status",
+		"get /status/":          "iris-list-credential-statuses",
+		"get /status/{name}":    "iris-read-credential-status",
+		"get /settings":         "iris-read-mount-settings",
+		"post /settings":        "iris-write-mount-settings",
+		"get /metrics":          "iris-read-metrics",
+	}, got)
 }

@@ -19,7 +19,7 @@ func pathConfig(b *backend) []*framework.Path {
 			Pattern: "config/" + nameCapture,
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: operationPrefix,
-				OperationSuffix: "api-user",
+				OperationSuffix: "credential",
 			},
 			Fields: map[string]*framework.FieldSchema{
 				keyName: {
@@ -121,7 +121,7 @@ func pathConfig(b *backend) []*framework.Path {
 			HelpSynopsis:    "Store an IRIS credential: an API user (client ID and secret, username and password), an API key or an app installation (client ID and secret).",
 			HelpDescription: strings.TrimSpace(configHelp),
 		},
-		b.credentialListPath("config", "api-users", "List the names of the stored IRIS credentials.",
+		b.credentialListPath("config", "credentials", "List the names of the stored IRIS credentials.",
 			"List the stored IRIS credentials.", "Lists the names under config/. Nothing else about the credentials is returned."),
 	}
 }

@@ -10,16 +10,18 @@ import (
 )
 
 func pathStatus(b *backend) []*framework.Path {
-	list := b.credentialListPath("status", "api-user-statuses", "List the credentials that have a status.",
+	list := b.credentialListPath("status", "credential-statuses", "List the credentials that have a status.",
 		"List the credentials whose status can be read, or read the whole mount's.",
 		strings.TrimSpace(mountStatusHelp))
 	list.Operations[logical.ReadOperation] = &framework.PathOperation{
-		Callback: withFieldValidation(b.pathMountStatusRead),
-		Summary:  "Count the mount's credentials by state and name those that are not healthy.",
+		// Its own name: it reads the mount, not a list of credentials.
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix, OperationSuffix: "mount-status"},
+		Callback:     withFieldValidation(b.pathMountStatusRead),
+		Summary:      "Count the mount's credentials by state and name those that are not healthy.",
 	}
 	return []*framework.Path{
 		list,
-		credentialPath("status", "read", "api-user-status", &framework.PathOperation{
+		credentialPath("status", "read", "credential-status", &framework.PathOperation{
 			Callback: b.pathStatusRead,
 			Summary:  "Show how a credential is doing, without any secret or token.",
 		}, "Show the health of a credential's token grants.", statusHelp),

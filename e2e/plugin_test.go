@@ -21,76 +21,78 @@ type pluginPath struct {
 	helpPath string // argument to `vault path-help`
 	route    string // the framework pattern path-help reports
 	openAPI  string // key under "paths" in the OpenAPI document
-	methods  []string
-	fields   []string // parameters path-help must document
+	// operations maps each HTTP method to its operationId, which names
+	// what it acts on: clients generated from the document use it.
+	operations map[string]string
+	fields     []string // parameters path-help must document
 }
 
 var pluginPaths = []pluginPath{
 	{
-		helpPath: mountPath + "/config/demo",
-		route:    "^config/(?P<name>.+)$",
-		openAPI:  "/" + mountPath + "/config/{name}",
-		methods:  []string{"get", "post", "delete"},
+		helpPath:   mountPath + "/config/demo",
+		route:      "^config/(?P<name>.+)$",
+		openAPI:    "/" + mountPath + "/config/{name}",
+		operations: map[string]string{"get": "iris-read-credential", "post": "iris-write-credential", "delete": "iris-delete-credential"},
 		fields: []string{"name", "kind", "account_id", "client_id", "client_secret", "username", "password", "scopes", "token_url",
 			"revocation_url", "ttl", "max_ttl", "request_timeout", "renewable_leases", "refresh_floor", "verify"},
 	},
 	{
-		helpPath: mountPath + "/config/",
-		route:    "^config/?$",
-		openAPI:  "/" + mountPath + "/config/",
-		methods:  []string{"get"}, // LIST is GET with ?list=true
+		helpPath:   mountPath + "/config/",
+		route:      "^config/?$",
+		openAPI:    "/" + mountPath + "/config/",
+		operations: map[string]string{"get": "iris-list-credentials"}, // LIST is GET with ?list=true
 	},
 	{
-		helpPath: mountPath + "/creds/demo",
-		route:    "^creds/(?P<name>.+)$",
-		openAPI:  "/" + mountPath + "/creds/{name}",
-		methods:  []string{"get"},
-		fields:   []string{"name"},
+		helpPath:   mountPath + "/creds/demo",
+		route:      "^creds/(?P<name>.+)$",
+		openAPI:    "/" + mountPath + "/creds/{name}",
+		operations: map[string]string{"get": "iris-generate-access-token"},
+		fields:     []string{"name"},
 	},
 	{
 		// The shared-token path has tests of its own, which cover its
 		// behaviour; it is listed so that help and OpenAPI stay checked.
-		helpPath: mountPath + "/token/demo",
-		route:    "^token/(?P<name>.+)$",
-		openAPI:  "/" + mountPath + "/token/{name}",
-		methods:  []string{"get"},
-		fields:   []string{"name"},
+		helpPath:   mountPath + "/token/demo",
+		route:      "^token/(?P<name>.+)$",
+		openAPI:    "/" + mountPath + "/token/{name}",
+		operations: map[string]string{"get": "iris-read-shared-token"},
+		fields:     []string{"name"},
 	},
 	{
 		// TestTrust covers the behaviour of status/.
-		helpPath: mountPath + "/status/demo",
-		route:    "^status/(?P<name>.+)$",
-		openAPI:  "/" + mountPath + "/status/{name}",
-		methods:  []string{"get"},
-		fields:   []string{"name"},
+		helpPath:   mountPath + "/status/demo",
+		route:      "^status/(?P<name>.+)$",
+		openAPI:    "/" + mountPath + "/status/{name}",
+		operations: map[string]string{"get": "iris-read-credential-status"},
+		fields:     []string{"name"},
 	},
 	{
-		helpPath: mountPath + "/status/",
-		route:    "^status/?$",
-		openAPI:  "/" + mountPath + "/status/",
-		methods:  []string{"get"}, // LIST is GET with ?list=true
+		helpPath:   mountPath + "/status/",
+		route:      "^status/?$",
+		openAPI:    "/" + mountPath + "/status/",
+		operations: map[string]string{"get": "iris-list-credential-statuses"}, // LIST is GET with ?list=true
 	},
 	{
 		// The mount-wide status: the same pattern, read without a slash.
-		helpPath: mountPath + "/status",
-		route:    "^status/?$",
-		openAPI:  "/" + mountPath + "/status",
-		methods:  []string{"get"},
+		helpPath:   mountPath + "/status",
+		route:      "^status/?$",
+		openAPI:    "/" + mountPath + "/status",
+		operations: map[string]string{"get": "iris-read-mount-status"},
 	},
 	{
 		// settings has tests of its own; the consumers' operator policy and
 		// the unit tests cover its behaviour.
-		helpPath: mountPath + "/settings",
-		route:    "^settings$",
-		openAPI:  "/" + mountPath + "/settings",
-		methods:  []string{"get", "post"},
-		fields:   []string{"max_background_grants", "allowed_hosts", "metrics_per_credential"},
+		helpPath:   mountPath + "/settings",
+		route:      "^settings$",
+		openAPI:    "/" + mountPath + "/settings",
+		operations: map[string]string{"get": "iris-read-mount-settings", "post": "iris-write-mount-settings"},
+		fields:     []string{"max_background_grants", "allowed_hosts", "metrics_per_credential"},
 	},
 	{
-		helpPath: mountPath + "/metrics",
-		route:    "^metrics$",
-		openAPI:  "/" + mountPath + "/metrics",
-		methods:  []string{"get"},
+		helpPath:   mountPath + "/metrics",
+		route:      "^metrics$",
+		openAPI:    "/" + mountPath + "/metrics",
+		operations: map[string]string{"get": "iris-read-metrics"},
 	},
 }
 
@@ -225,12 +227,12 @@ func testOpenAPI(t *testing.T, v *vaultServer) {
 		if !assert.True(t, ok, "OpenAPI document lacks %s", p.openAPI) {
 			continue
 		}
-		for _, method := range p.methods {
+		for method, id := range p.operations {
 			op, ok := item[method].(map[string]any)
 			if !assert.True(t, ok, "%s lacks %s", p.openAPI, method) {
 				continue
 			}
-			assert.Regexp(t, "^"+mountPath+"-", op["operationId"], "%s %s operationId", method, p.openAPI)
+			assert.Equal(t, id, op["operationId"], "%s %s operationId", method, p.openAPI)
 		}
 	}
 	if p, ok := paths["/"+mountPath+"/config/"].(map[string]any); ok {
