@@ -162,9 +162,10 @@ func (c *credential) validate(creating bool) []string {
 	return problems
 }
 
-// identity is the API user's ID. Entries written before IDs existed have
-// none; their generation stands in, as it does in their leases, so that a
-// lease of an API user left unchanged by the upgrade still renews.
+// identity is the credential's ID. Entries written before IDs existed (all
+// of them API users) have none; their generation stands in, as it does in
+// their leases, so that a lease of an API user left unchanged by the
+// upgrade still renews.
 func (c *credential) identity() string {
 	if c.ID != "" {
 		return c.ID

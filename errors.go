@@ -12,7 +12,7 @@ import (
 )
 
 // Every IRIS failure reaches a Vault caller through this file, so that each
-// one names the API user, says what went wrong in words an operator can act
+// one names the credential and its kind, says what went wrong in words an operator can act
 // on, and carries a status that tells callers whether to retry.
 
 // upstreamResponseError is the error for a read or write that called IRIS.

@@ -181,7 +181,7 @@ type heldError struct {
 }
 
 func (e *heldError) Error() string {
-	return fmt.Sprintf("%s; no new attempt until %s (in %s), so that the API user is not locked out; any write to its config ends the wait",
+	return fmt.Sprintf("%s; no new attempt until %s (in %s), so that IRIS does not lock the credentials out; any write to its config ends the wait",
 		e.refusal, e.until.UTC().Format(time.RFC3339), e.until.Sub(e.now).Round(time.Second))
 }
 
@@ -192,7 +192,7 @@ func (e *heldError) Unwrap() error { return e.refusal }
 type attemptPendingError struct{ waited time.Duration }
 
 func (e *attemptPendingError) Error() string {
-	return fmt.Sprintf("another grant with the same credentials (client ID and username at the same IRIS) did not finish within request_timeout (%s); only one is sent at a time until IRIS accepts them, so that the API user is not locked out; try again", e.waited)
+	return fmt.Sprintf("another grant with the same credentials (the same client ID, and username if any, at the same IRIS) did not finish within request_timeout (%s); only one is sent at a time until IRIS accepts them, so that IRIS does not lock the credentials out; try again", e.waited)
 }
 
 // ticket is a grant admit let through; record takes it back with the

@@ -294,7 +294,7 @@ func TestCredsErrors(t *testing.T) {
 		wantStatus int
 		wantText   []string
 	}{
-		{"unknown API user", func(env *testEnv) { env.mustRequest(logical.DeleteOperation, "config/demo", nil) },
+		{"unknown credential", func(env *testEnv) { env.mustRequest(logical.DeleteOperation, "config/demo", nil) },
 			http.StatusBadRequest, []string{`no credential "demo"`, "write it to iris/config/demo"}},
 		{"password changed", rotatePassword,
 			http.StatusBadGateway, []string{"invalid_grant", "The credentials provided were invalid.", "wrong username or password", `API user "demo"`}},

@@ -122,11 +122,11 @@ type credentialRef struct {
 	scopes []string
 }
 
-// noun names the credential's kind in messages; before the config is known,
-// every credential is spoken of as an API user, the kind most have.
+// noun names the credential's kind in messages; before the config is known
+// (or once it was deleted) just "credential".
 func (r credentialRef) noun() string {
 	if r.kind == nil {
-		return credentialKinds[kindAPIUser].noun
+		return "credential"
 	}
 	return r.kind.noun
 }

@@ -264,7 +264,7 @@ func (b *backend) sweepSpentRefreshTokens(ctx context.Context, s logical.Storage
 }
 
 // revokeAccessToken always succeeds: a lease that cannot be revoked because
-// its API user is gone or IRIS is down would pile up and stall
+// its credential is gone or IRIS is down would pile up and stall
 // `vault secrets disable`. Vault deletes the lease, and with it the refresh
 // token, once this returns. Its token is revoked remotely only at the
 // revocation endpoint in force when it was issued.
@@ -273,8 +273,8 @@ func (b *backend) revokeAccessToken(ctx context.Context, req *logical.Request, _
 	name := internalString(req.Secret, internalConfigName)
 	cfg, err := b.config(ctx, req.Storage, name)
 	if err != nil || cfg == nil || cfg.identity() != leaseCredentialID(req.Secret) {
-		// Another API user's credentials and endpoint are never used for
-		// this lease's token.
+		// Another credential's secrets and endpoint are never used for this
+		// lease's token.
 		return nil, nil
 	}
 	token, hint := internalString(req.Secret, internalRefreshToken), "refresh_token"
