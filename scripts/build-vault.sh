@@ -62,6 +62,23 @@ if [ -n "${VAULT_VERSION:-}" ]; then
         sdk=v0.17.0 api=v1.16.0 nosumdb=github.com/hashicorp/vault-plugin-database-snowflake
         why="its go.mod's sdk v0.15.2 lacks consts.PluginTier"
         ;;
+      v1.18.5)
+        # sdk v0.14.0 lacks logical.EventMetadataPath,
+        # certutil.VerifyCertificate and certutil.AlwaysEnforceErr ("undefined"
+        # when compiling vault/eventbus and builtin/logical/pki/issuing);
+        # v0.15.0 is the oldest release that has all three (v0.14.1 has the
+        # first and the last).
+        sdk=v0.15.0
+        why="its go.mod's sdk v0.14.0 lacks logical.EventMetadataPath and certutil.VerifyCertificate"
+        ;;
+      v1.16.3)
+        # sdk v0.11.0 lacks logical.CreateContextRedactionSettings,
+        # logical.CtxRedactionSettingsValue, ocsp.IsOcspVerificationError and
+        # pluginidentityutil.ErrPluginWorkloadIdentityUnsupported; v0.11.1
+        # still lacks the ocsp one; v0.12.0 has them all.
+        sdk=v0.12.0
+        why="its go.mod's sdk v0.11.0 lacks logical.CreateContextRedactionSettings and ocsp.IsOcspVerificationError"
+        ;;
       v1.17.6)
         # Its go.mod requires github.com/pires/go-proxyproto v1.0.0, which
         # the proxy refuses ("403 This module version is not available"), and
