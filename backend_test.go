@@ -14,6 +14,7 @@ import (
 )
 
 func TestFactoryReportsVersionAndPaths(t *testing.T) {
+	t.Parallel()
 	conf := logical.TestBackendConfig()
 	conf.StorageView = &logical.InmemStorage{}
 	lb, err := Factory(context.Background(), conf)
@@ -30,6 +31,7 @@ func TestFactoryReportsVersionAndPaths(t *testing.T) {
 }
 
 func TestInvalidateDropsCachedConfigAndSession(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	ctx := context.Background()
@@ -72,6 +74,7 @@ func TestInvalidateDropsCachedConfigAndSession(t *testing.T) {
 // The backend's view of the same: whatever the failure, what callers and
 // logs see has none of the user's secrets.
 func TestBackendErrorsNeverContainSecrets(t *testing.T) {
+	t.Parallel()
 	faults := []iristest.Fault{
 		{Status: 400, ContentType: "application/json", Body: `{"error":"invalid_grant","error_description":"` + demoUser.Password + `"}`},
 		{Status: 500, ContentType: "text/html", Body: demoUser.Password + demoUser.ClientSecret},

@@ -28,6 +28,7 @@ func manySessions(env *testEnv, n int) []string {
 }
 
 func TestBackgroundRefreshBoundsGrantsInFlight(t *testing.T) {
+	t.Parallel()
 	for _, limit := range []int{0, 3} {
 		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
 			env := newTestEnv(t)
@@ -60,6 +61,7 @@ func TestBackgroundRefreshBoundsGrantsInFlight(t *testing.T) {
 // Sessions obtained at the same moment are replaced over several minutes,
 // not all in one, and every one before it reaches its outage floor.
 func TestBackgroundRefreshSpreadsAndFinishesInTime(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	const n = 300
 	names := manySessions(env, n)
@@ -93,6 +95,7 @@ func TestBackgroundRefreshSpreadsAndFinishesInTime(t *testing.T) {
 }
 
 func TestBackgroundRefreshBacksOffOn429(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	manySessions(env, 30)
 	env.mustRequest(logical.UpdateOperation, "settings", map[string]interface{}{"max_background_grants": 2})
@@ -115,6 +118,7 @@ func TestBackgroundRefreshBacksOffOn429(t *testing.T) {
 }
 
 func TestSettingsValidation(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	require.Equal(t, defaultMaxBackgroundGrants, env.mustRequest(logical.ReadOperation, "settings", nil).Data["max_background_grants"])
 	for _, bad := range []int{0, -1, maxMaxBackgroundGrants + 1} {
@@ -129,6 +133,7 @@ func TestSettingsValidation(t *testing.T) {
 // Deleting a config prunes its read tracking, so that the map does not grow
 // with every name a mount ever had.
 func TestDeletePrunesReadTracking(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	manySessions(env, 5)
 	env.mustRequest(logical.DeleteOperation, "config/user-0001", nil)
@@ -158,6 +163,7 @@ func (s *countingStorage) Get(ctx context.Context, key string) (*logical.Storage
 // memory) to find that none is queued; a session read again is queued as
 // before.
 func TestBackgroundRefreshPassSkipsUnreadSessionsWithoutLoading(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	names := manySessions(env, 20)
 	// The same storage in a new backend: what a restart of Vault leaves.
@@ -195,6 +201,7 @@ func TestBackgroundRefreshPassSkipsUnreadSessionsWithoutLoading(t *testing.T) {
 // finds its token already replaced in the background: the read that
 // obtained the token counts as a read of it.
 func TestAgentPaceReaderGetsBackgroundRefresh(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"verify": false})
 	// As in real time, a grant's token is obtained a little after the read

@@ -34,6 +34,7 @@ func gone() context.Context {
 }
 
 func TestHoldDoublesUpToItsMaximumAndAdmitsOneAttempt(t *testing.T) {
+	t.Parallel()
 	clock := newTestClock()
 	gb := newGrantBook(clock.Now)
 	cfg := holdConfig("demo", "user", "g1")
@@ -77,6 +78,7 @@ func TestHoldDoublesUpToItsMaximumAndAdmitsOneAttempt(t *testing.T) {
 }
 
 func TestOnlyCredentialRefusalsHold(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		grant irisauth.GrantType
 		err   error
@@ -108,6 +110,7 @@ func TestOnlyCredentialRefusalsHold(t *testing.T) {
 // policy never locks the API user; token/ keeps serving its still-valid
 // token meanwhile, and a config write with the new password ends the wait.
 func TestRefusedCredentialsAreNotRetriedAtReadPace(t *testing.T) {
+	t.Parallel()
 	for _, path := range []string{"creds/demo", "token/demo"} {
 		t.Run(path, func(t *testing.T) {
 			env := newTestEnv(t)
@@ -145,6 +148,7 @@ func TestRefusedCredentialsAreNotRetriedAtReadPace(t *testing.T) {
 // A refused refresh token is not a refusal of the credentials: the password
 // grant follows at once, and nothing is held.
 func TestRefusedRefreshTokenFallsBackWithoutHold(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.readToken("demo")
@@ -160,6 +164,7 @@ func TestRefusedRefreshTokenFallsBackWithoutHold(t *testing.T) {
 }
 
 func TestReplicatedConfigWriteEndsTheHold(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.iris.SetPassword(demoUser.Username, "changed")
@@ -199,6 +204,7 @@ func concurrently(n int, fn func(i int)) {
 // wait for it and answer with the hold. The credentials are unproven: the
 // plugin restarted, or a config write that did not fix them came first.
 func TestConcurrentGrantsAfterPasswordChangeDoNotLockTheUser(t *testing.T) {
+	t.Parallel()
 	for _, unproven := range []string{"restart", "config write"} {
 		t.Run(unproven, func(t *testing.T) {
 			env := newTestEnv(t)
@@ -258,6 +264,7 @@ func TestConcurrentGrantsAfterPasswordChangeDoNotLockTheUser(t *testing.T) {
 // attempts; status/ shows the hold on each, and a write to any of them ends
 // it for all.
 func TestNamesOfOneAPIUserShareTheHold(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.iris.SetLockoutThreshold(5)
 	names := []string{"fleet-a", "fleet-b", "fleet-c"}
@@ -302,6 +309,7 @@ func TestNamesOfOneAPIUserShareTheHold(t *testing.T) {
 // A 401 or 403 without an OAuth error body is a refusal of the client: the
 // next read is held, and the hint does not claim more than IRIS said.
 func TestClientRefusedWithoutBodyIsHeld(t *testing.T) {
+	t.Parallel()
 	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			env := newTestEnv(t)
@@ -339,6 +347,7 @@ func blockFirstGrant(env *testEnv) (arrived, release chan struct{}) {
 // ends nor starts the written config's hold, and the write's first attempt
 // is alone.
 func TestHoldAcrossAConfigWrite(t *testing.T) {
+	t.Parallel()
 	// A refusal of the old password, answered after the new one was
 	// written, holds nothing.
 	t.Run("refused before", func(t *testing.T) {
@@ -444,6 +453,7 @@ func TestHoldAcrossAConfigWrite(t *testing.T) {
 // and user share it however the URL is spelled; a client-credentials kind
 // has no user.
 func TestUpstreamIdentity(t *testing.T) {
+	t.Parallel()
 	base := holdConfig("x", "user", "g1")
 	with := func(edit func(*credential)) *credential {
 		c := *base
@@ -475,6 +485,7 @@ func TestUpstreamIdentity(t *testing.T) {
 // A config written elsewhere ends the hold as a local write does, and its
 // first attempt is alone too, whichever config the caller holds.
 func TestConfigWrittenElsewhereIsUnproven(t *testing.T) {
+	t.Parallel()
 	gb := newGrantBook(newTestClock().Now)
 	cfg := holdConfig("demo", "user", "g1")
 	gb.configWritten("demo", cfg, true)

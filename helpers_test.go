@@ -358,6 +358,7 @@ func demoConfigData(env *testEnv) map[string]interface{} {
 // check that passes everything would make every test that relies on it
 // vacuous.
 func TestLeakCheckSeesEverything(t *testing.T) {
+	t.Parallel()
 	other := map[string]interface{}{"client_secret": "other-config-client-secret", "password": "other-config-password", "verify": false}
 	secrets := []struct {
 		name string

@@ -44,6 +44,7 @@ func (env *testEnv) writeApp(name string) {
 }
 
 func TestEveryKindServesCredsAndToken(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		kind, endpoint string
 		write          func(env *testEnv)
@@ -93,6 +94,7 @@ func TestEveryKindServesCredsAndToken(t *testing.T) {
 }
 
 func TestKindsReadBackWithoutSecrets(t *testing.T) {
+	t.Parallel()
 	env := newKindsEnv(t)
 	env.writeApp("acme")
 	data := env.mustRequest(logical.ReadOperation, "config/acme", nil).Data
@@ -115,6 +117,7 @@ func TestKindsReadBackWithoutSecrets(t *testing.T) {
 }
 
 func TestKindsRefuseWhatDoesNotApply(t *testing.T) {
+	t.Parallel()
 	env := newKindsEnv(t)
 	base := func(extra map[string]interface{}) map[string]interface{} {
 		data := map[string]interface{}{"kind": "api_key", "client_id": demoKey.ClientID, "client_secret": demoKey.ClientSecret,
@@ -162,6 +165,7 @@ func TestKindsRefuseWhatDoesNotApply(t *testing.T) {
 // A key whose secret was revoked in Trackunit is held back like an API user
 // whose password changed.
 func TestKeyRefusedIsHeld(t *testing.T) {
+	t.Parallel()
 	env := newKindsEnv(t)
 	env.writeKey("key", nil)
 	env.iris.SetClientSecret(demoKey.ClientID, "rotated")
@@ -178,6 +182,7 @@ func TestKeyRefusedIsHeld(t *testing.T) {
 // A refresh token that an API key's or app's grant returns, against the
 // protocol, is ignored: never stored, sent, revoked or shown.
 func TestClientCredentialsRefreshTokenIsIgnored(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		kind  string
 		write func(env *testEnv)
@@ -223,6 +228,7 @@ func TestClientCredentialsRefreshTokenIsIgnored(t *testing.T) {
 // While stored, the session of a client-credentials kind holds no refresh
 // token either.
 func TestClientCredentialsSessionHoldsNoRefreshToken(t *testing.T) {
+	t.Parallel()
 	env := newKindsEnv(t)
 	env.iris.SetClientCredentialsRefreshTokens(true)
 	env.writeKey("x", nil)

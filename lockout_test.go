@@ -12,6 +12,7 @@ import (
 // After a password change at IRIS, concurrent reads of every kind and a
 // background pass make at most one refused password attempt.
 func TestPasswordChangeUnderConcurrentLoadCostsOneRefusal(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
 	lease := issued(env.readCreds("demo"), env.clock.Now())
@@ -42,6 +43,7 @@ func TestPasswordChangeUnderConcurrentLoadCostsOneRefusal(t *testing.T) {
 // Three names of one API user read in turn once a second for 60 s make at
 // most three refused password attempts.
 func TestThreeNamesOfOneUserReadInTurn(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	for _, n := range []string{"a", "b", "c"} {
 		env.writeConfig(n, demoUser, nil)

@@ -34,6 +34,7 @@ func promtool(t *testing.T) string {
 }
 
 func TestMonitoringRules(t *testing.T) {
+	t.Parallel()
 	bin := promtool(t)
 	for _, args := range [][]string{
 		{"check", "rules", "alerts.yml"},
@@ -71,6 +72,7 @@ func exportedMetrics(t *testing.T) (names []string, families map[string]*dto.Met
 }
 
 func TestMonitoringNamesExportedMetrics(t *testing.T) {
+	t.Parallel()
 	exported, families := exportedMetrics(t)
 
 	dashboard, err := os.ReadFile(filepath.Join("monitoring", "grafana-dashboard.json"))

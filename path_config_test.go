@@ -19,6 +19,7 @@ import (
 )
 
 func TestConfigLifecycle(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	data := demoConfigData(env)
 	data["ttl"] = "15m"
@@ -66,6 +67,7 @@ func TestConfigLifecycle(t *testing.T) {
 }
 
 func TestConfigReadNeverRevealsSecrets(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	resp := env.mustRequest(logical.ReadOperation, "config/demo", nil)
@@ -78,6 +80,7 @@ func TestConfigReadNeverRevealsSecrets(t *testing.T) {
 }
 
 func TestConfigExistenceCheckSplitsCreateAndUpdate(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := context.Background()
 	check := func() bool {
@@ -112,6 +115,7 @@ func TestConfigExistenceCheckSplitsCreateAndUpdate(t *testing.T) {
 }
 
 func TestConfigRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	cases := []struct {
 		name    string
@@ -166,6 +170,7 @@ func TestConfigRejectsBadInput(t *testing.T) {
 }
 
 func TestConfigMalformedSecretIsNeverEchoed(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	for _, key := range []string{"client_secret", "password"} {
 		for _, value := range []interface{}{
@@ -190,6 +195,7 @@ func TestConfigMalformedSecretIsNeverEchoed(t *testing.T) {
 }
 
 func TestConfigURLRulesHoldOnUpdate(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	for _, field := range []string{"token_url", "revocation_url"} {
@@ -208,6 +214,7 @@ func TestConfigURLRulesHoldOnUpdate(t *testing.T) {
 }
 
 func TestConfigVerification(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name       string
 		change     map[string]interface{}
@@ -243,6 +250,7 @@ func TestConfigVerification(t *testing.T) {
 }
 
 func TestConfigVerifyFalseSkipsIRIS(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	data := demoConfigData(env)
 	data["password"] = "not-checked"
@@ -254,6 +262,7 @@ func TestConfigVerifyFalseSkipsIRIS(t *testing.T) {
 }
 
 func TestConfigVerificationWhenIRISIsDown(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.iris.SetFault(&iristest.Fault{Status: http.StatusServiceUnavailable})
 	_, err := env.request(logical.CreateOperation, "config/demo", demoConfigData(env))
@@ -264,6 +273,7 @@ func TestConfigVerificationWhenIRISIsDown(t *testing.T) {
 }
 
 func TestConfigPathsDeclareOpenAPIAndForwarding(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	for _, p := range env.b.Paths {
 		require.NotNil(t, p.DisplayAttrs, p.Pattern)
@@ -300,6 +310,7 @@ func (a *afterRoundTrip) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func TestConfigWriteRacingDeleteNeverResurrects(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	transport := env.b.client.HTTP.Transport
@@ -318,6 +329,7 @@ func TestConfigWriteRacingDeleteNeverResurrects(t *testing.T) {
 // host to collect secrets it was never shown: a write that moves token_url
 // or revocation_url must carry the secrets itself.
 func TestConfigEndpointChangeNeedsTheSecrets(t *testing.T) {
+	t.Parallel()
 	var seen atomic.Int32
 	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen.Add(1)
@@ -358,6 +370,7 @@ func TestConfigEndpointChangeNeedsTheSecrets(t *testing.T) {
 }
 
 func TestConfigStoresSecretsByteForByte(t *testing.T) {
+	t.Parallel()
 	spaced := iristest.User{ClientID: "0oa-spaced", ClientSecret: " secret with spaces ", Username: "spaced-user", Password: "\tpassword\n"}
 	env := newTestEnv(t, spaced)
 	env.writeConfig("demo", spaced, nil)
@@ -372,6 +385,7 @@ func TestConfigStoresSecretsByteForByte(t *testing.T) {
 }
 
 func TestErrorHintsNameTheRealMount(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	req := &logical.Request{Operation: logical.ReadOperation, Path: "creds/nobody", Storage: env.storage, MountPoint: "fleet/iris-eu/"}
 	_, err := env.b.HandleRequest(context.Background(), req)

@@ -17,6 +17,7 @@ import (
 )
 
 func TestCredsReadReturnsLeasedToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.iris.ResetStats()
@@ -52,6 +53,7 @@ func TestCredsReadReturnsLeasedToken(t *testing.T) {
 }
 
 func TestCredsBasicHeaderUsesRawSecret(t *testing.T) {
+	t.Parallel()
 	// The emulator accepts only base64 of the raw pair, as Trackunit
 	// documents it; a form-escaped secret ("s3cret%2Bclient%252Fsecret")
 	// would be refused with invalid_client.
@@ -70,6 +72,7 @@ func TestCredsBasicHeaderUsesRawSecret(t *testing.T) {
 }
 
 func TestCredsLeaseNeverOutlivesToken(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name     string
 		lifetime time.Duration
@@ -95,6 +98,7 @@ func TestCredsLeaseNeverOutlivesToken(t *testing.T) {
 }
 
 func TestCredsRenewRotatesRefreshToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.iris.SetTokenLifetime(10 * time.Minute)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
@@ -144,6 +148,7 @@ func TestCredsRenewRotatesRefreshToken(t *testing.T) {
 }
 
 func TestCredsRenewIncrementCannotOutliveToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.iris.SetTokenLifetime(10 * time.Minute)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
@@ -163,6 +168,7 @@ func TestCredsRenewIncrementCannotOutliveToken(t *testing.T) {
 }
 
 func TestCredsRenewRespectsMaxTTLBeforeCallingIRIS(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true, "max_ttl": "1h"})
 	lease := issued(env.readCreds("demo"), time.Now().Add(-2*time.Hour))
@@ -175,6 +181,7 @@ func TestCredsRenewRespectsMaxTTLBeforeCallingIRIS(t *testing.T) {
 }
 
 func TestCredsRenewFallsBackToPasswordGrant(t *testing.T) {
+	t.Parallel()
 	t.Run("refresh token refused", func(t *testing.T) {
 		env := newTestEnv(t)
 		env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
@@ -210,6 +217,7 @@ func TestCredsRenewFallsBackToPasswordGrant(t *testing.T) {
 }
 
 func TestCredsRenewFailsClearly(t *testing.T) {
+	t.Parallel()
 	t.Run("config deleted", func(t *testing.T) {
 		env := newTestEnv(t)
 		env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
@@ -240,6 +248,7 @@ func TestCredsRenewFailsClearly(t *testing.T) {
 }
 
 func TestCredsRevoke(t *testing.T) {
+	t.Parallel()
 	t.Run("with revocation_url", func(t *testing.T) {
 		env := newTestEnv(t)
 		env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true, "revocation_url": env.iris.RevocationURL})
@@ -288,6 +297,7 @@ func TestCredsRevoke(t *testing.T) {
 }
 
 func TestCredsErrors(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name       string
 		setup      func(env *testEnv)
@@ -330,6 +340,7 @@ func TestCredsErrors(t *testing.T) {
 }
 
 func TestCredsTimeout(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"request_timeout": 1})
 	env.iris.SetFault(&iristest.Fault{Delay: time.Hour})
@@ -352,6 +363,7 @@ func newHeaderRecorder(t *testing.T, seen *string) string {
 }
 
 func TestCredsRenewAfterCredentialChangeLogsInAgain(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
 	lease := issued(env.readCreds("demo"), time.Now())
@@ -371,6 +383,7 @@ func TestCredsRenewAfterCredentialChangeLogsInAgain(t *testing.T) {
 // lease's data as it was, refresh token included; the next renewal still
 // does not send it.
 func TestLostRefreshIsNeverSentAgainByRenewals(t *testing.T) {
+	t.Parallel()
 	t.Run("the same renewal logs in", func(t *testing.T) {
 		env := newTestEnv(t)
 		env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
@@ -422,6 +435,7 @@ func TestLostRefreshIsNeverSentAgainByRenewals(t *testing.T) {
 // A renewal that IRIS turned away with a 429 keeps the lease's refresh
 // token: IRIS provably never saw it, so the next renewal may send it.
 func TestRateLimitedRenewalKeepsItsRefreshToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
 	lease := issued(env.readCreds("demo"), time.Now())

@@ -78,6 +78,7 @@ func requireMetric(t *testing.T, families map[string]*dto.MetricFamily, want flo
 }
 
 func TestMetricsPerCredentialAndGrants(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	token := env.readToken("demo")
@@ -135,6 +136,7 @@ func TestMetricsPerCredentialAndGrants(t *testing.T) {
 }
 
 func TestMetricsLeasesAndRefreshTokens(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true, "revocation_url": env.iris.RevocationURL})
 	resp := env.readCreds("demo")
@@ -164,6 +166,7 @@ func TestMetricsLeasesAndRefreshTokens(t *testing.T) {
 }
 
 func TestMetricsRateLimitsAndBackground(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.readToken("demo")
@@ -189,6 +192,7 @@ func TestMetricsRateLimitsAndBackground(t *testing.T) {
 }
 
 func TestMetricsRefusesUnknownParameters(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	resp, err := env.request(logical.ReadOperation, "metrics", map[string]interface{}{"format": "json"})
 	require.NoError(t, err)
@@ -200,6 +204,7 @@ func TestMetricsRefusesUnknownParameters(t *testing.T) {
 }
 
 func TestGrantOutcome(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		err  error
 		want string
@@ -221,6 +226,7 @@ func TestGrantOutcome(t *testing.T) {
 
 // Each mount has its own registry: one process serves every mount.
 func TestMetricsPerMount(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	other, otherStorage, _ := env.newBackend()
@@ -232,6 +238,7 @@ func TestMetricsPerMount(t *testing.T) {
 }
 
 func TestMountStatus(t *testing.T) {
+	t.Parallel()
 	// The idle names are another API user's: a hold is per upstream
 	// identity and shows on every name that shares it.
 	idleUser := iristest.User{ClientID: "0oa-idle-client", ClientSecret: "idle-client-secret-never-shown", Username: "idle-api-user", Password: "idle-pa55word-never-shown"}
@@ -325,6 +332,7 @@ func BenchmarkScrape(b *testing.B) {
 }
 
 func TestMetricsPerCredentialSetting(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	require.Equal(t, true, env.mustRequest(logical.ReadOperation, "settings", nil).Data[keyMetricsPerCredential])

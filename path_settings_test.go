@@ -42,6 +42,7 @@ func (env *testEnv) allowOnly(hosts ...string) {
 }
 
 func TestAllowedHostsValidation(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	read := func() []string {
 		return env.mustRequest(logical.ReadOperation, "settings", nil).Data["allowed_hosts"].([]string)
@@ -92,6 +93,7 @@ func TestAllowedHostsValidation(t *testing.T) {
 }
 
 func TestHostAllowedMatchesHostOrHostPort(t *testing.T) {
+	t.Parallel()
 	allowed := []string{"auth.trackunit.com", "127.0.0.1:8200", "::1", "[fe80::1]:443"}
 	for raw, want := range map[string]bool{
 		"https://auth.trackunit.com/token":         true,
@@ -116,6 +118,7 @@ func TestHostAllowedMatchesHostOrHostPort(t *testing.T) {
 // does not allow: the write is a 400 naming the host and the setting, the
 // config stays as it was, and nothing reaches the other host or IRIS.
 func TestConfigWriteToHostNotAllowedIsRefused(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"revocation_url": env.iris.RevocationURL})
 	collector := newCollector(t)
@@ -154,6 +157,7 @@ func TestConfigWriteToHostNotAllowedIsRefused(t *testing.T) {
 // A create that takes the kind's default token URL passes under the default
 // allowed_hosts.
 func TestDefaultTokenURLsAreAllowedByDefault(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.allowOnly(defaultAllowedHost)
 	for _, kind := range []string{kindAPIUser, kindAPIKey, kindApp} {
@@ -173,6 +177,7 @@ func TestDefaultTokenURLsAreAllowedByDefault(t *testing.T) {
 // creds/, token/ (when due), renewals, the background refresh, a verifying
 // write; revocations are local only, with a log line naming the credential.
 func TestNarrowedHostsStopEverySend(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true, "revocation_url": env.iris.RevocationURL})
 	lease := issued(env.readCreds("demo"), env.clock.Now())
@@ -212,6 +217,7 @@ func TestNarrowedHostsStopEverySend(t *testing.T) {
 // in force when they were issued: an update that moves revocation_url to
 // another host does not move them.
 func TestTokensAreRevokedOnlyWhereIssued(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true, "revocation_url": env.iris.RevocationURL})
 	lease := issued(env.readCreds("demo"), env.clock.Now())
@@ -232,6 +238,7 @@ func TestTokensAreRevokedOnlyWhereIssued(t *testing.T) {
 
 // The issuing host taken off the list: revocation is local only.
 func TestRevocationToHostNoLongerAllowedIsLocal(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	other := newCollector(t)
 	env.allowOnly(defaultAllowedHost, hostPort(env.iris.URL), hostPort(other.URL))
@@ -246,6 +253,7 @@ func TestRevocationToHostNoLongerAllowedIsLocal(t *testing.T) {
 // A renewal whose lease was issued under another token URL does not send
 // its refresh token to the current one; it logs in afresh there.
 func TestRenewalSendsRefreshTokenOnlyWhereIssued(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true})
 	lease := issued(env.readCreds("demo"), env.clock.Now())
@@ -266,6 +274,7 @@ func TestRenewalSendsRefreshTokenOnlyWhereIssued(t *testing.T) {
 // A shared session issued under another token URL does not send its
 // refresh token to the current one; the next replacement logs in afresh.
 func TestSessionSendsRefreshTokenOnlyWhereIssued(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.readToken("demo")

@@ -10,6 +10,7 @@ import (
 )
 
 func TestStatusShowsHealthWithoutSecrets(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	token := env.readToken("demo")

@@ -14,6 +14,7 @@ import (
 )
 
 func TestTokenReadServesOneSharedToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.iris.ResetStats()
@@ -38,6 +39,7 @@ func TestTokenReadServesOneSharedToken(t *testing.T) {
 }
 
 func TestTokenRefreshPoint(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	first := env.readToken("demo")
@@ -67,6 +69,7 @@ func TestTokenRefreshPoint(t *testing.T) {
 }
 
 func TestTokenRefreshFloor(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		floor        string
 		wantRotation int64
@@ -88,6 +91,7 @@ func TestTokenRefreshFloor(t *testing.T) {
 }
 
 func TestTokenFallsBackToPasswordGrant(t *testing.T) {
+	t.Parallel()
 	t.Run("refresh token refused", func(t *testing.T) {
 		env := newTestEnv(t)
 		env.writeConfig("demo", demoUser, nil)
@@ -117,6 +121,7 @@ func TestTokenFallsBackToPasswordGrant(t *testing.T) {
 }
 
 func TestTokenOutage(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	first := env.readToken("demo")
@@ -155,6 +160,7 @@ func TestTokenOutage(t *testing.T) {
 }
 
 func TestTokenDropsRefusedRefreshToken(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.readToken("demo")
@@ -167,6 +173,7 @@ func TestTokenDropsRefusedRefreshToken(t *testing.T) {
 }
 
 func TestTokenSessionFollowsConfig(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	first := env.readToken("demo")
@@ -192,6 +199,7 @@ func TestTokenSessionFollowsConfig(t *testing.T) {
 }
 
 func TestTokenGrantRacingConfigChange(t *testing.T) {
+	t.Parallel()
 	t.Run("update", func(t *testing.T) {
 		env := newTestEnv(t)
 		env.writeConfig("demo", demoUser, map[string]interface{}{"verify": false})
@@ -224,6 +232,7 @@ func TestTokenGrantRacingConfigChange(t *testing.T) {
 }
 
 func TestTokenBackgroundRefresh(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.writeConfig("idle", demoUser, nil)
@@ -253,6 +262,7 @@ func TestTokenBackgroundRefresh(t *testing.T) {
 }
 
 func TestTokenReplicationStates(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name      string
 		state     consts.ReplicationState
@@ -293,6 +303,7 @@ func TestTokenReplicationStates(t *testing.T) {
 }
 
 func TestTokenMountsAreIsolated(t *testing.T) {
+	t.Parallel()
 	other := iristest.User{ClientID: "0oa-other", ClientSecret: "other-secret", Username: "other-user", Password: "other-password"}
 	env := newTestEnv(t, demoUser, other)
 	b2, s2, _ := env.newBackend()
@@ -313,6 +324,7 @@ func TestTokenMountsAreIsolated(t *testing.T) {
 }
 
 func TestTokenConcurrentReadsCauseOneGrant(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	first := env.readToken("demo")
@@ -353,6 +365,7 @@ func TestTokenConcurrentReadsCauseOneGrant(t *testing.T) {
 // grant instead; when IRIS cannot answer that either, the current token is
 // served and the session keeps no refresh token.
 func TestLostRefreshIsNeverSentAgain(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		fault   iristest.Fault
@@ -444,6 +457,7 @@ func TestLostRefreshIsNeverSentAgain(t *testing.T) {
 // since the last rotation, which must therefore be when the current token
 // was obtained.
 func TestTokenResponseMeetsTheSecretsOperatorRule(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	first := env.readToken("demo")

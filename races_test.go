@@ -35,6 +35,7 @@ func (env *testEnv) heldRefreshTokens(names []string, leases ...*logical.Secret)
 // it changed, and the grant's refresh token, which nobody will hold, is
 // revoked: IRIS ends with as many live refresh tokens as the engine holds.
 func TestRacingConfigWriteWinsAndOrphansNothing(t *testing.T) {
+	t.Parallel()
 	due := 2400 * time.Second
 	cases := []struct {
 		name  string
@@ -104,6 +105,7 @@ func TestRacingConfigWriteWinsAndOrphansNothing(t *testing.T) {
 // overtook is left to expire, and a log line says so, naming the
 // credential.
 func TestRacingConfigWriteWithoutRevocationURLSaysWhatIsLeft(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.clock.Advance(2400 * time.Second)
@@ -122,6 +124,7 @@ func TestRacingConfigWriteWithoutRevocationURLSaysWhatIsLeft(t *testing.T) {
 // reader gave up on it, waits for it, and no storage write happens after it
 // returns.
 func TestCleanEndsBackgroundGrants(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	storage := newFaultyStorage(env.storage)
 	env.storage = storage
@@ -169,6 +172,7 @@ func TestCleanEndsBackgroundGrants(t *testing.T) {
 // A renewable lease's token that is not handed out (it expires within the
 // lease margin) has its refresh token revoked: no caller holds it.
 func TestTokenNotHandedOutHasItsRefreshTokenRevoked(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"revocation_url": env.iris.RevocationURL, "renewable_leases": true})
 	lease := issued(env.readCreds("demo"), time.Now())

@@ -17,6 +17,7 @@ import (
 // same name since (re-created, or repointed at another client or username)
 // neither renews it nor revokes its token.
 func TestLeaseBoundToItsCredential(t *testing.T) {
+	t.Parallel()
 	other := iristest.User{ClientID: "0oa-other-client", ClientSecret: "other-secret-Vb61", Username: "other-api-user", Password: "other-password-Qz08"}
 	replacements := []struct {
 		name    string
@@ -61,6 +62,7 @@ func TestLeaseBoundToItsCredential(t *testing.T) {
 }
 
 func TestRenewalTTLCappedByConfigTTL(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"renewable_leases": true, "ttl": "10m"})
 	lease := issued(env.readCreds("demo"), time.Now())
@@ -74,6 +76,7 @@ func TestRenewalTTLCappedByConfigTTL(t *testing.T) {
 }
 
 func TestTokenInsideLeaseMarginIsNeverLeased(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	env.iris.SetTokenLifetime(time.Second)
@@ -88,6 +91,7 @@ func TestTokenInsideLeaseMarginIsNeverLeased(t *testing.T) {
 // one timeout, not one per lease: revoking a mount's leases (an unmount)
 // must not stall.
 func TestHangingRevocationEndpointCostsOneTimeout(t *testing.T) {
+	t.Parallel()
 	var hits atomic.Int32
 	release := make(chan struct{})
 	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ import (
 // revocation endpoint: one left alive at IRIS would be a credential nobody
 // watches.
 func TestAbandonedSessionRefreshTokenIsRevoked(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, map[string]interface{}{"revocation_url": env.iris.RevocationURL})
 	require.Equal(t, 1, env.iris.LiveRefreshTokens(demoUser.Username))
@@ -34,6 +35,7 @@ func TestAbandonedSessionRefreshTokenIsRevoked(t *testing.T) {
 // A refresh token IRIS refused is dropped even when the password grant that
 // follows fails for another reason.
 func TestRefusedRefreshTokenIsDroppedWhenTheFallbackFails(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.writeConfig("demo", demoUser, nil)
 	refused := env.storedSession("demo").RefreshToken

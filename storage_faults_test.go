@@ -161,6 +161,7 @@ type faultFamily struct {
 // error, the config is as before or as written, and the caller gets an
 // error that names the credential.
 func TestStorageFaults(t *testing.T) {
+	t.Parallel()
 	readToken := func(env *testEnv, _ *faultState) { env.readToken("demo") }
 	families := []faultFamily{
 		{

@@ -62,6 +62,7 @@ func (s *portableSystemView) checkPortable(t testing.TB) {
 }
 
 func TestPortableSystemViewRecordsUnportableCalls(t *testing.T) {
+	t.Parallel()
 	s := &portableSystemView{StaticSystemView: &logical.StaticSystemView{}}
 	ctx := context.Background()
 	_, err := s.GenerateIdentityToken(ctx, nil)

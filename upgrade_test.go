@@ -16,6 +16,7 @@ import (
 // What v0.1.0 stored keeps working after the binary is replaced: its config
 // (shape 1, no ID), its shared session, and its leases (no API user ID).
 func TestStoredByV010KeepsWorking(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := context.Background()
 
@@ -77,6 +78,7 @@ func TestStoredByV010KeepsWorking(t *testing.T) {
 // serving its session, and its first write gives it a revision that a grant
 // racing the write must match: the write wins.
 func TestStoredByShape2KeepsWorking(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := context.Background()
 	issuedTok, err := env.b.verify(ctx, &credential{
@@ -140,6 +142,7 @@ func (s *failingPuts) Put(ctx context.Context, e *logical.StorageEntry) error {
 // allowed_hosts with the default, and their leases and sessions are revoked
 // at the revocation URL in force at the upgrade, not at one written later.
 func TestUpgradeRecordsHostsInUse(t *testing.T) {
+	t.Parallel()
 	for _, shape := range []string{"v0.1.0", "shape 2"} {
 		t.Run(shape, func(t *testing.T) {
 			env := newTestEnv(t)
@@ -225,6 +228,7 @@ func TestUpgradeRecordsHostsInUse(t *testing.T) {
 // Where the seed cannot be stored, it is computed in memory: the upgraded
 // mount's configs keep working, and nothing else is allowed.
 func TestUnstoredHostSeedIsComputedInMemory(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := context.Background()
 	env.writeConfig("demo", demoUser, nil)

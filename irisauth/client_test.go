@@ -145,6 +145,7 @@ func fixedResponse(t *testing.T, status int, contentType, body string, header ma
 }
 
 func TestParseTokenResponse(t *testing.T) {
+	t.Parallel()
 	const (
 		jsonType = "application/json"
 		good     = `"access_token":"at-1","token_type":"Bearer"`
@@ -246,6 +247,7 @@ func TestParseTokenResponse(t *testing.T) {
 }
 
 func TestParseTokenResponseFields(t *testing.T) {
+	t.Parallel()
 	tok, detail := ParseTokenResponse("application/json",
 		[]byte(`{"access_token":"at-1","token_type":"Bearer","expires_in":"90","scope":"api offline_access","refresh_token":"rt-1"}`))
 	require.Empty(t, detail)
@@ -290,6 +292,7 @@ func dropConnections(t *testing.T, srv *iristest.Server, n int32) {
 }
 
 func TestClientRetriesTransientFailures(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		setup func(t *testing.T, srv *iristest.Server)
@@ -372,6 +375,7 @@ func TestClientRetriesTransientFailures(t *testing.T) {
 }
 
 func TestClientHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
 	clock := newTestClock()
 	cases := []struct {
 		name       string
@@ -430,6 +434,7 @@ func TestClientHonoursRetryAfter(t *testing.T) {
 }
 
 func TestClientNeverRetriesRejections(t *testing.T) {
+	t.Parallel()
 	oauthFault := func(status int, code string) func(*iristest.Server, *credentials) {
 		return func(srv *iristest.Server, _ *credentials) {
 			srv.FailNext(1, iristest.Fault{Status: status, ContentType: "application/json",
@@ -603,6 +608,7 @@ func TestClientDoesNotBufferHugeResponses(t *testing.T) {
 }
 
 func TestClientDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
 	var elsewhere atomic.Int32
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		elsewhere.Add(1)
@@ -649,6 +655,7 @@ func refreshRequests(srv *iristest.Server) int {
 // when IRIS cannot have acted on it, and otherwise reports a retryable error
 // and leaves the decision to the caller.
 func TestClientRefreshWhoseOutcomeIsUnknown(t *testing.T) {
+	t.Parallel()
 	lost := []struct {
 		name string
 		// fault sets the emulator up and returns the token URL to use.
@@ -744,6 +751,7 @@ func TestClientRefreshWhoseOutcomeIsUnknown(t *testing.T) {
 }
 
 func TestClientRevoke(t *testing.T) {
+	t.Parallel()
 	t.Run("success", func(t *testing.T) {
 		srv := newClientEmulator(t)
 		h := newClientHarness()
@@ -842,6 +850,7 @@ func echoServer(t *testing.T, status int, contentType, template string) string {
 }
 
 func TestClientErrorsNeverContainSecrets(t *testing.T) {
+	t.Parallel()
 	const (
 		refreshToken = "rt-refresh-token-Vb6nM2"
 		accessToken  = "at-access-token-Qw8eR5"
@@ -944,6 +953,7 @@ func newTestClock() *iristest.Clock { return iristest.NewClock(time.Now().Trunca
 // body, exactly as Trackunit documents it, with no Authorization header;
 // their secret is redacted from errors in that form too.
 func TestClientCredentialsGrantAsDocumented(t *testing.T) {
+	t.Parallel()
 	key := iristest.APIKey{ClientID: "0oa-key", ClientSecret: "k3y+secret%20 spaced", AllowedScopes: []string{"iris.assets.read"}}
 	srv := iristest.NewServer()
 	t.Cleanup(srv.Close)

@@ -74,6 +74,7 @@ func utf16Of(r rune) []rune {
 // Secrets with every character an encoder treats specially, echoed back in
 // error_description in each encoding, never reach the error's text.
 func TestClientRedactsEveryEncodingOfAnEchoedSecret(t *testing.T) {
+	t.Parallel()
 	creds := credentials{
 		ClientID:     "0oa-redact",
 		ClientSecret: `cs+q/ &"\=x`,

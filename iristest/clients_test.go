@@ -33,6 +33,7 @@ func appForm(scope string) string {
 }
 
 func TestClientCredentialsEndpoints(t *testing.T) {
+	t.Parallel()
 	s := newCredentialServer(t)
 
 	tests := []struct {
@@ -130,6 +131,7 @@ func TestClientCredentialsEndpoints(t *testing.T) {
 }
 
 func TestCredentialClientsAtTokenEndpoint(t *testing.T) {
+	t.Parallel()
 	s := newCredentialServer(t)
 	for _, auth := range []string{basic(testKey.ClientID, testKey.ClientSecret), basic(testApp.ClientID, testApp.ClientSecret)} {
 		wantOAuthError(t, post(t, s.TokenURL, auth, form("grant_type", "client_credentials", "scope", "sites")), 401, "invalid_client")
@@ -137,6 +139,7 @@ func TestCredentialClientsAtTokenEndpoint(t *testing.T) {
 }
 
 func TestClientCredentialsTokensLifecycle(t *testing.T) {
+	t.Parallel()
 	s := newCredentialServer(t)
 	clock := newFakeClock()
 	s.SetClock(clock.Now)
@@ -207,6 +210,7 @@ func TestClientCredentialsTokensLifecycle(t *testing.T) {
 }
 
 func TestClientCredentialsLifetimes(t *testing.T) {
+	t.Parallel()
 	s := newCredentialServer(t)
 	s.SetAPIKeyTokenLifetime(90*time.Second + 500*time.Millisecond)
 	s.SetAppTokenLifetime(-time.Second)
@@ -229,6 +233,7 @@ func TestClientCredentialsLifetimes(t *testing.T) {
 }
 
 func TestClientCredentialsFaultsAndLog(t *testing.T) {
+	t.Parallel()
 	s := newCredentialServer(t)
 	s.FailNext(1, Fault{Status: 503, Body: "down"})
 	s.FailNext(1, Fault{Status: 502, AfterHandling: true})
@@ -288,6 +293,7 @@ func TestClientCredentialsFaultsAndLog(t *testing.T) {
 }
 
 func TestClientIDsAreUniqueAcrossKinds(t *testing.T) {
+	t.Parallel()
 	for name, add := range map[string]func(*Server){
 		"API key with a user's client": func(s *Server) { s.AddAPIKey(APIKey{ClientID: mainUser.ClientID}) },
 		"app with a user's client":     func(s *Server) { s.AddApp(AppInstallation{ClientID: mainUser.ClientID}) },
@@ -318,6 +324,7 @@ func TestClientIDsAreUniqueAcrossKinds(t *testing.T) {
 // On request, client credentials answers carry a refresh token, which is
 // on record like any other and usable nowhere.
 func TestClientCredentialsRefreshTokensOnRequest(t *testing.T) {
+	t.Parallel()
 	s := newCredentialServer(t)
 	res := post(t, s.TokenV2URL, "", keyForm("assets:read"))
 	if res.str("refresh_token") != "" {

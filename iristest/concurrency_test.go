@@ -14,6 +14,7 @@ import (
 // TestConcurrentUse drives every endpoint and the admin API from many
 // goroutines at once; its value is mostly in running under -race.
 func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	// Enough connections for real parallelism without exhausting ports.
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 64, MaxIdleConnsPerHost: 64}}
@@ -113,6 +114,7 @@ func TestConcurrentUse(t *testing.T) {
 // TestConcurrentRefreshRace sends one refresh token many times at once:
 // exactly one use may win, every other one is a reuse.
 func TestConcurrentRefreshRace(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	_, rt := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	const n = 50
@@ -142,6 +144,7 @@ func TestConcurrentRefreshRace(t *testing.T) {
 }
 
 func TestMaxInFlightCountsConcurrentRequests(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	s.SetFault(&Fault{Delay: time.Hour})
 	var wg sync.WaitGroup

@@ -35,6 +35,7 @@ func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
 }
 
 func TestFailNextOrdering(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	s.FailNext(1, Fault{Status: 503, RetryAfter: "7", ContentType: "text/html", Body: "<html>down</html>"})
 	s.FailNext(2, Fault{Status: 429, Body: "slow down"})
@@ -87,6 +88,7 @@ func equalInts(a, b []int) bool {
 }
 
 func TestStickyFault(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	f := &Fault{Status: 500, Body: "oops"}
 	s.SetFault(f)
@@ -103,6 +105,7 @@ func TestStickyFault(t *testing.T) {
 }
 
 func TestFaultStatusChecked(t *testing.T) {
+	t.Parallel()
 	s := NewUnstartedServer()
 	for _, status := range []int{-1, 42, 100, 103, 1000} {
 		func() {
@@ -117,6 +120,7 @@ func TestFaultStatusChecked(t *testing.T) {
 }
 
 func TestAfterHandlingConsumesRefreshToken(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	_, rt1 := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 
@@ -151,6 +155,7 @@ func TestAfterHandlingConsumesRefreshToken(t *testing.T) {
 }
 
 func TestDelayedNormalAnswers(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	// Short delays: these prove the answer arrives intact, not the timing.
 	s.FailNext(1, Fault{Delay: time.Millisecond})
@@ -167,6 +172,7 @@ func TestDelayedNormalAnswers(t *testing.T) {
 }
 
 func TestDelayRespectsContextCancellation(t *testing.T) {
+	t.Parallel()
 	for _, after := range []bool{false, true} {
 		name := "before handling"
 		if after {
@@ -212,6 +218,7 @@ func TestDelayRespectsContextCancellation(t *testing.T) {
 }
 
 func TestCloseReleasesHeldRequests(t *testing.T) {
+	t.Parallel()
 	s, handled := watchedServer(t)
 	arrived := make(chan struct{}, 2)
 	s.SetResponseOverride(func(http.ResponseWriter, *http.Request) bool {
@@ -257,6 +264,7 @@ func TestCloseReleasesHeldRequests(t *testing.T) {
 }
 
 func TestResponseOverride(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	var sawBody string
 	s.SetResponseOverride(func(w http.ResponseWriter, r *http.Request) bool {
@@ -297,6 +305,7 @@ func TestResponseOverride(t *testing.T) {
 // Latency holds every token request back, counted in flight, so that
 // concurrent requests overlap; the answers are the normal ones.
 func TestLatencyOverlapsRequests(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	s.SetLatency(200 * time.Millisecond)
 	start := time.Now()

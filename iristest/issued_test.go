@@ -8,6 +8,7 @@ import (
 )
 
 func TestIssuedRecordsEveryAnswer(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	clock := newFakeClock()
 	s.SetClock(clock.Now)
@@ -66,6 +67,7 @@ func TestIssuedRecordsEveryAnswer(t *testing.T) {
 }
 
 func TestIssuedMarksAnswersLostToFaults(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	s.FailNext(1, Fault{Status: 502, AfterHandling: true})
 	if res := post(t, s.TokenURL, basicOf(mainUser), passwordForm(mainUser, "api")); res.status != 502 {
@@ -85,6 +87,7 @@ func TestIssuedMarksAnswersLostToFaults(t *testing.T) {
 }
 
 func TestDropConnection(t *testing.T) {
+	t.Parallel()
 	s, handled := watchedServer(t)
 	_, rt := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	waitFor(t, handled, "login")
@@ -115,6 +118,7 @@ func TestDropConnection(t *testing.T) {
 }
 
 func TestDropConnectionWithStatusPanics(t *testing.T) {
+	t.Parallel()
 	defer func() {
 		if recover() == nil {
 			t.Error("DropConnection with a Status accepted")

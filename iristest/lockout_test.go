@@ -10,6 +10,7 @@ func wrongPassword(u User) string {
 }
 
 func TestRefusedAttemptsWithoutLockout(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	for range 10 {
 		wantOAuthError(t, post(t, s.TokenURL, basicOf(mainUser), wrongPassword(mainUser)), 400, "invalid_grant")
@@ -35,6 +36,7 @@ func TestRefusedAttemptsWithoutLockout(t *testing.T) {
 }
 
 func TestLockout(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	s.SetLockoutThreshold(3)
 
@@ -110,6 +112,7 @@ func TestLockout(t *testing.T) {
 }
 
 func TestSetPassword(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	at, rt := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	s.SetPassword(mainUser.Username, "new password")
@@ -132,6 +135,7 @@ func TestSetPassword(t *testing.T) {
 }
 
 func TestSetClientSecret(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	s.AddUser(User{ClientID: mainUser.ClientID, ClientSecret: mainUser.ClientSecret, Username: "second", Password: "pw2"})
 	_, rt := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)

@@ -11,6 +11,7 @@ import (
 )
 
 func TestTokenEndpoint(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	good := basicOf(mainUser)
 	pw := passwordForm(mainUser, "api")
@@ -117,6 +118,7 @@ func TestTokenEndpoint(t *testing.T) {
 }
 
 func TestErrorBodiesMatchOkta(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	res := post(t, s.TokenURL, basic(mainUser.ClientID, "wrong"), passwordForm(mainUser, "api"))
 	if got := string(res.raw); got != `{"error":"invalid_client","error_description":"Client authentication failed."}` {
@@ -129,6 +131,7 @@ func TestErrorBodiesMatchOkta(t *testing.T) {
 }
 
 func TestBasicHeaderRawVersusFormEscaped(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	escaped := basic(url.QueryEscape(mainUser.ClientID), url.QueryEscape(mainUser.ClientSecret))
 	if escaped == basicOf(mainUser) {
@@ -150,6 +153,7 @@ func TestBasicHeaderRawVersusFormEscaped(t *testing.T) {
 }
 
 func TestLegacyUser(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	for _, scope := range []string{"", "api", "api offline_access"} {
 		wantToken(t, login(t, s, legacyUser, scope), "api", false)
@@ -160,6 +164,7 @@ func TestLegacyUser(t *testing.T) {
 }
 
 func TestRefreshRotation(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	at1, rt1 := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	seen := map[string]bool{at1: true, rt1: true}
@@ -195,6 +200,7 @@ func TestRefreshRotation(t *testing.T) {
 }
 
 func TestRefreshReuse(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	_, rt1 := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	_, rt2 := wantToken(t, refresh(t, s, mainUser, rt1), "api offline_access", true)
@@ -217,6 +223,7 @@ func TestRefreshReuse(t *testing.T) {
 }
 
 func TestRefreshTokenOfAnotherClient(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	_, rt := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	wantOAuthError(t, refresh(t, s, otherUser, rt), 400, "invalid_grant")
@@ -228,6 +235,7 @@ func TestRefreshTokenOfAnotherClient(t *testing.T) {
 }
 
 func TestRefreshScope(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	_, rt := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 
@@ -250,6 +258,7 @@ func TestRefreshScope(t *testing.T) {
 }
 
 func TestRevoke(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	at1, rt1 := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	at2, rt2 := wantToken(t, refresh(t, s, mainUser, rt1), "api offline_access", true)
@@ -320,6 +329,7 @@ func TestRevoke(t *testing.T) {
 }
 
 func TestRevokeAllAndRemoveUser(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	at, rt := wantToken(t, login(t, s, mainUser, "api offline_access"), "api offline_access", true)
 	_, otherRT := wantToken(t, login(t, s, otherUser, "api offline_access"), "api offline_access", true)
@@ -360,6 +370,7 @@ func TestRevokeAllAndRemoveUser(t *testing.T) {
 }
 
 func TestIntrospectionExpiry(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	clock := newFakeClock()
 	s.SetClock(clock.Now)
@@ -407,6 +418,7 @@ func TestIntrospectionExpiry(t *testing.T) {
 }
 
 func TestTokenLifetime(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	for _, tc := range []struct {
 		set  time.Duration
@@ -433,6 +445,7 @@ func TestTokenLifetime(t *testing.T) {
 }
 
 func TestRequestLog(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	clock := newFakeClock()
 	s.SetClock(clock.Now)
@@ -470,6 +483,7 @@ func TestRequestLog(t *testing.T) {
 }
 
 func TestUnknownPath(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	res := post(t, s.URL+"/oauth2/v1/token", basicOf(mainUser), passwordForm(mainUser, "api"))
 	if res.status != 404 {
@@ -481,6 +495,7 @@ func TestUnknownPath(t *testing.T) {
 }
 
 func TestOversizeBody(t *testing.T) {
+	t.Parallel()
 	s := NewUnstartedServer(mainUser)
 	body := passwordForm(mainUser, "api") + "&pad=" + strings.Repeat("a", maxBodyBytes)
 	req := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(body))
@@ -508,6 +523,7 @@ func TestOversizeBody(t *testing.T) {
 }
 
 func TestTokensAreRandom(t *testing.T) {
+	t.Parallel()
 	s := newTestServer(t)
 	seen := make(map[string]bool)
 	for range 20 {

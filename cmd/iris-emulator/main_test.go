@@ -17,6 +17,7 @@ import (
 )
 
 func TestCheckLoopback(t *testing.T) {
+	t.Parallel()
 	for addr, ok := range map[string]bool{
 		"127.0.0.1:8399": true,
 		"127.0.0.2:0":    true,
@@ -36,6 +37,7 @@ func TestCheckLoopback(t *testing.T) {
 }
 
 func TestRefusesRemoteAddress(t *testing.T) {
+	t.Parallel()
 	err := run(context.Background(), []string{"-addr", "0.0.0.0:0"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "-allow-remote") {
 		t.Fatalf("run: %v", err)
@@ -43,6 +45,7 @@ func TestRefusesRemoteAddress(t *testing.T) {
 }
 
 func TestRun(t *testing.T) {
+	t.Parallel()
 	ready := filepath.Join(t.TempDir(), "ready")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -110,6 +113,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestLegacyFlag(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	outR, outW := io.Pipe()
@@ -146,6 +150,7 @@ func TestLegacyFlag(t *testing.T) {
 // With -lockout-after, refused password grants lock the user: the right
 // password is refused from then on. -latency holds every answer back.
 func TestLockoutAndLatencyFlags(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	outR, outW := io.Pipe()
@@ -193,6 +198,7 @@ func TestLockoutAndLatencyFlags(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"-no-such-flag"},
 		{"extra"},
@@ -209,6 +215,7 @@ func TestBadFlags(t *testing.T) {
 }
 
 func TestParseAPIKey(t *testing.T) {
+	t.Parallel()
 	// Only the secret may hold colons: the last colon starts the scopes.
 	k, err := parseAPIKey("0oakey:se:cr+et:assets.read,sites")
 	if err != nil || k.ClientID != "0oakey" || k.ClientSecret != "se:cr+et" || strings.Join(k.AllowedScopes, " ") != "assets.read sites" {
@@ -222,6 +229,7 @@ func TestParseAPIKey(t *testing.T) {
 }
 
 func TestParseApp(t *testing.T) {
+	t.Parallel()
 	a, err := parseApp("0oaapp:s:e:c:acct-1:asset.read,fleet.read")
 	if err != nil || a.ClientID != "0oaapp" || a.ClientSecret != "s:e:c" || a.AccountID != "acct-1" || strings.Join(a.Scopes, " ") != "asset.read fleet.read" {
 		t.Fatalf("got %+v, %v", a, err)
@@ -234,6 +242,7 @@ func TestParseApp(t *testing.T) {
 }
 
 func TestRunWithAPIKeysAndApps(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	outR, outW := io.Pipe()
@@ -318,6 +327,7 @@ func (l *lockedBuilder) String() string {
 }
 
 func TestBadClientFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"-api-key", "0oakey"},
 		{"-app", "0oaapp:secret:scopes"},
