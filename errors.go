@@ -97,3 +97,10 @@ func upstreamHint(ref credentialRef, err error) string {
 	}
 	return ""
 }
+
+func truncateForMessage(s string) string {
+	if runes := []rune(s); len(runes) > 64 {
+		return string(runes[:64]) + "…"
+	}
+	return s
+}
