@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -171,6 +172,13 @@ func (c *cluster) unsealStandby(t testing.TB, i int) {
 		}
 		status := healthStatus(v)
 		if status == http.StatusTooManyRequests {
+			// A standby forwards requests only once it has read the active
+			// node's address; until then it answers 500 ("active cluster
+			// node not found"), which OpenBao's standbys were seen to do
+			// for seconds after sys/health called them standbys.
+			if leader := leaderAddress(v); leader == "" {
+				return false, "a standby that has not found the active node yet"
+			}
 			return true, ""
 		}
 		if status == http.StatusServiceUnavailable {
@@ -179,6 +187,26 @@ func (c *cluster) unsealStandby(t testing.TB, i int) {
 		}
 		return false, fmt.Sprintf("sys/health answered %d", status)
 	})
+}
+
+// leaderAddress is the active node's address as node v knows it from
+// sys/leader; empty while it knows none, or when v is the active node.
+func leaderAddress(v *vaultServer) string {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(v.address() + "/v1/sys/leader")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var leader struct {
+		IsSelf               bool   `json:"is_self"`
+		LeaderAddress        string `json:"leader_address"`
+		LeaderClusterAddress string `json:"leader_cluster_address"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&leader) != nil || leader.IsSelf || leader.LeaderClusterAddress == "" {
+		return ""
+	}
+	return leader.LeaderAddress
 }
 
 // healthStatus is what sys/health answers a node: 200 active, 429 standby,
