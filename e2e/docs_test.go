@@ -16,6 +16,8 @@ import (
 const (
 	consumersPage  = "docs/consumers.md"
 	monitoringPage = "docs/monitoring.md"
+	// readmePage holds the install commands TestRelease runs.
+	readmePage = "README.md"
 )
 
 // docPage is the text of a documentation page, named by its path from the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -103,9 +104,20 @@ func TestRelease(t *testing.T) {
 		})
 		t.Cleanup(func() { v.finish(t) })
 
+		// The README's install commands, as an operator runs them, with
+		// this run's version and directories in place of the README's.
 		const mount = "iris-release"
-		v.mustCLI(t, "plugin", "register", "-sha256="+sha, "-version="+version, "-command="+linux, "secret", pluginName)
-		v.enableIRIS(t, mount, version)
+		stdout := runInstallBlock(t, v, dist, version, mount)
+		// The emulator listens on loopback, which the default allowed_hosts
+		// (auth.trackunit.com) refuses.
+		v.mustCLI(t, "write", mount+"/settings", "allowed_hosts="+loopbackAllowedHosts)
+		output := docBlock(t, readmePage, "install-output.txt")
+		_, enabled, ok := strings.Cut(output, "\nSuccess! Enabled")
+		require.True(t, ok, "the README's install output shows no enabled mount:\n%s", output)
+		enabled, _, _ = strings.Cut(enabled, "\n")
+		shownVersion := readmeVersion(t, output)
+		enabled = strings.ReplaceAll(strings.ReplaceAll(enabled, shownVersion, version), " at: "+mountPath+"/", " at: "+mount+"/")
+		assert.Contains(t, stdout, "Success! Enabled"+enabled, "secrets enable printed what the README does not show")
 
 		var list struct {
 			Details []struct{ Name, Version string } `json:"details"`
@@ -148,5 +160,55 @@ func goVersionM(t testing.TB, path string) string {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "go", "version", "-m", path).CombinedOutput()
 	require.NoError(t, err, "go version -m %s:\n%s", path, out)
+	return string(out)
+}
+
+// readmeVersion is the plugin version a README block shows.
+func readmeVersion(t testing.TB, block string) string {
+	t.Helper()
+	m := regexp.MustCompile(`\bv\d+\.\d+\.\d+\b`).FindString(block)
+	require.NotEmpty(t, m, "no version in the README block:\n%s", block)
+	return m
+}
+
+// runInstallBlock runs the README's install commands against v, past their
+// first line (make release, which TestRelease ran already with version into
+// dist), and returns what they printed.
+func runInstallBlock(t testing.TB, v *vaultServer, dist, version, mount string) string {
+	t.Helper()
+	block := docBlock(t, readmePage, "install-release.sh")
+	first, rest, _ := strings.Cut(block, "\n")
+	require.True(t, strings.HasPrefix(first, "make release VERSION="), "the README's install block starts with %q", first)
+	shown := readmeVersion(t, first)
+	const pluginDir = "/etc/vault/plugins/"
+	require.Contains(t, rest, pluginDir, "the README's install block copies into another directory")
+	require.Contains(t, rest, " -path="+mountPath+" ", "the README's install block mounts elsewhere")
+	script := strings.NewReplacer(
+		shown, version,
+		"dist/", dist+"/",
+		pluginDir, v.pluginDir+"/",
+		" -path="+mountPath+" ", " -path="+mount+" ",
+	).Replace(rest)
+
+	// The CLI as the README calls it, vault, whichever server runs.
+	bin := filepath.Join(t.TempDir(), "bin")
+	require.NoError(t, os.MkdirAll(bin, 0o755))
+	vault, err := filepath.Abs(vaultBin)
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink(vault, filepath.Join(bin, "vault")))
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-e", "-c", script)
+	cmd.Dir = t.TempDir()
+	cmd.Env = childEnv(
+		"PATH="+bin+string(os.PathListSeparator)+"/usr/bin:/bin",
+		"HOME="+filepath.Join(v.dir, "home"),
+		server.env("ADDR", v.address()),
+		server.env("TOKEN", v.rootToken()),
+		"VAULT_ADDR="+v.address(),
+		"VAULT_TOKEN="+v.rootToken(),
+	)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the README's install commands failed:\n%s\n%s", script, out)
 	return string(out)
 }
