@@ -40,9 +40,9 @@ type backend struct {
 	afterGrant func(name string)
 
 	// closeMu guards closed, set by Clean, and the count of session
-	// flights: every storage write of a session, config or spent record
-	// holds it for reading (whileOpen), so that none happens once Clean
-	// has returned.
+	// flights: every storage write (session, config, settings, spent
+	// record) holds it for reading (ifOpen), so that none happens once
+	// Clean has returned.
 	closeMu      sync.RWMutex
 	closed       bool
 	flightsAlive int

@@ -40,10 +40,14 @@ type backgroundRefresher struct {
 
 	now func() time.Time
 
+	// readMu guards lastRead apart from the queue: every token/ read marks
+	// its session, and must not wait on a periodic pass.
+	readMu   sync.Mutex
+	lastRead map[string]time.Time // which sessions are in use, and since when
+
 	mu          sync.Mutex
-	lastRead    map[string]time.Time // which sessions are in use, and since when
-	queue       []string             // due names not yet started, oldest first
-	pending     map[string]bool      // queued or in flight
+	queue       []string        // due names not yet started, oldest first
+	pending     map[string]bool // queued or in flight
 	workers     int
 	pausedUntil time.Time
 	pause       time.Duration
@@ -60,32 +64,32 @@ func newBackgroundRefresher(now func() time.Time) *backgroundRefresher {
 
 // markRead notes that someone uses the named session.
 func (r *backgroundRefresher) markRead(name string) {
-	r.mu.Lock()
+	r.readMu.Lock()
 	r.lastRead[name] = r.now()
-	r.mu.Unlock()
+	r.readMu.Unlock()
 }
 
 // forgetRead prunes a deleted credential from the read tracking.
 func (r *backgroundRefresher) forgetRead(name string) {
-	r.mu.Lock()
+	r.readMu.Lock()
 	delete(r.lastRead, name)
-	r.mu.Unlock()
+	r.readMu.Unlock()
 }
 
 // everRead reports whether the named session was read since the process
 // started: a cheap test that spares the periodic pass loading, from
 // storage, entries it would not queue anyway.
 func (r *backgroundRefresher) everRead(name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.readMu.Lock()
+	defer r.readMu.Unlock()
 	_, ok := r.lastRead[name]
 	return ok
 }
 
 // readSince reports whether the named session was read at or after t.
 func (r *backgroundRefresher) readSince(name string, t time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.readMu.Lock()
+	defer r.readMu.Unlock()
 	last, ok := r.lastRead[name]
 	return ok && !last.Before(t)
 }

@@ -137,8 +137,8 @@ func TestDeletePrunesReadTracking(t *testing.T) {
 	env := newTestEnv(t)
 	manySessions(env, 5)
 	env.mustRequest(logical.DeleteOperation, "config/user-0001", nil)
-	env.b.refresher.mu.Lock()
-	defer env.b.refresher.mu.Unlock()
+	env.b.refresher.readMu.Lock()
+	defer env.b.refresher.readMu.Unlock()
 	require.Len(t, env.b.refresher.lastRead, 4)
 	require.NotContains(t, env.b.refresher.lastRead, "user-0001")
 }

@@ -289,3 +289,50 @@ func TestSessionSendsRefreshTokenOnlyWhereIssued(t *testing.T) {
 	require.Equal(t, 1, env.iris.Stats().PasswordGrants)
 	require.Equal(t, env.iris.TokenURL, env.storedSession("demo").TokenURL)
 }
+
+// The settings are kept in memory and shared by every request: a caller
+// changing its copy, or a read response's list, must not widen the host
+// check for the sends that follow.
+func TestSettingsCopiesAreTheirOwn(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	ctx := context.Background()
+	const elsewhere = "https://elsewhere.example/token"
+	require.Error(t, env.b.checkHost(ctx, keyTokenURL, elsewhere))
+
+	loaded, err := env.b.loadSettings(ctx, env.storage)
+	require.NoError(t, err)
+	loaded.AllowedHosts[0] = "elsewhere.example"
+	perCredential := false
+	loaded.MetricsPerCredential = &perCredential
+	require.Error(t, env.b.checkHost(ctx, keyTokenURL, elsewhere), "a loaded copy changed the cached settings")
+
+	hosts := env.mustRequest(logical.ReadOperation, "settings", nil).Data[keyAllowedHosts].([]string)
+	hosts[0] = "elsewhere.example"
+	require.Error(t, env.b.checkHost(ctx, keyTokenURL, elsewhere), "a read response changed the cached settings")
+
+	// A stored value is copied too: changing it after the write changes
+	// nothing.
+	written := &mountSettings{MaxBackgroundGrants: 4, AllowedHosts: []string{defaultAllowedHost}, MetricsPerCredential: &perCredential}
+	require.NoError(t, env.b.putSettings(ctx, env.storage, written))
+	written.AllowedHosts[0] = "elsewhere.example"
+	*written.MetricsPerCredential = true
+	require.Error(t, env.b.checkHost(ctx, keyTokenURL, elsewhere), "the writer's value changed the cached settings")
+	perCredentialNow, err := env.b.metricsPerCredential(ctx, env.storage)
+	require.NoError(t, err)
+	require.False(t, perCredentialNow)
+}
+
+// Once Clean has returned, settings are not written either.
+func TestNoSettingsWriteAfterClean(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	env.b.clean(context.Background())
+	_, err := env.request(logical.UpdateOperation, "settings", map[string]interface{}{keyMaxBackgroundGrants: 4})
+	require.ErrorIs(t, err, errMountClosed)
+	entry, err := env.storage.Get(context.Background(), settingsStorageKey)
+	require.NoError(t, err)
+	if entry != nil {
+		require.NotContains(t, string(entry.Value), `"max_background_grants":4`)
+	}
+}

@@ -2,6 +2,7 @@ package iris
 
 import (
 	"context"
+	"slices"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -24,6 +25,18 @@ type mountSettings struct {
 	// MetricsPerCredential is nil in settings stored before it existed,
 	// which means true.
 	MetricsPerCredential *bool `json:"metrics_per_credential,omitempty"`
+}
+
+// clone is a deep copy: the cached settings are shared by every request,
+// and a change to a slice or pointer in one copy must not reach the others.
+func (s *mountSettings) clone() *mountSettings {
+	c := *s
+	c.AllowedHosts = slices.Clone(s.AllowedHosts)
+	if s.MetricsPerCredential != nil {
+		perCredential := *s.MetricsPerCredential
+		c.MetricsPerCredential = &perCredential
+	}
+	return &c
 }
 
 func (s *mountSettings) metricsPerCredential() bool {

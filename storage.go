@@ -142,19 +142,23 @@ func (b *backend) loadSettings(ctx context.Context, s logical.Storage) (*mountSe
 	if err != nil {
 		return nil, err
 	}
-	settings := mountSettings{}
+	settings := &mountSettings{}
 	if stored != nil {
-		settings = *stored
+		settings = stored.clone()
 	}
 	if settings.MaxBackgroundGrants == 0 {
 		settings.MaxBackgroundGrants = defaultMaxBackgroundGrants
 	}
-	return &settings, nil
+	return settings, nil
 }
 
+// putSettings stores the settings and keeps a copy of its own, so that
+// what the caller does with its value afterwards changes nothing the host
+// check sees. Like every other write, none happens once Clean has returned.
 func (b *backend) putSettings(ctx context.Context, s logical.Storage, settings *mountSettings) error {
-	stored := *settings
-	return b.stored.settings.save(ctx, s, settingsStorageKey, &stored)
+	return b.ifOpen(func() error {
+		return b.stored.settings.save(ctx, s, settingsStorageKey, settings.clone())
+	})
 }
 
 // spentRecordKey is where the record of a spent refresh token lives: under
@@ -224,6 +228,12 @@ func (b *backend) withSpentRecordLock(key string, fn func() error) error {
 func (b *backend) whileOpen(lock *locksutil.LockEntry, fn func() error) error {
 	lock.Lock()
 	defer lock.Unlock()
+	return b.ifOpen(fn)
+}
+
+// ifOpen runs fn unless Clean has run, and keeps Clean waiting until fn
+// returns.
+func (b *backend) ifOpen(fn func() error) error {
 	b.closeMu.RLock()
 	defer b.closeMu.RUnlock()
 	if b.closed {

@@ -186,8 +186,11 @@ func TestUpgradeRecordsHostsInUse(t *testing.T) {
 			settings := env.mustRequest(logical.ReadOperation, "settings", nil).Data
 			require.Equal(t, []string{defaultAllowedHost, hostPort(env.iris.URL)}, settings["allowed_hosts"])
 			require.Equal(t, wantMax, settings["max_background_grants"])
-			stored, err := env.b.loadSettings(ctx, storage)
+			entry, err := storage.Get(ctx, settingsStorageKey)
 			require.NoError(t, err)
+			require.NotNil(t, entry, "allowed_hosts recorded at the first start")
+			var stored mountSettings
+			require.NoError(t, entry.DecodeJSON(&stored))
 			require.Equal(t, []string{defaultAllowedHost, hostPort(env.iris.URL)}, stored.AllowedHosts, "recorded at the first start")
 
 			require.Equal(t, sessTok.AccessToken, env.readToken("demo").Data["access_token"], "the stored session is served")
