@@ -35,7 +35,63 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     v[0-9]*.[0-9]*.[0-9]*) ;;
     *) echo "VAULT_VERSION=$VAULT_VERSION is not a release like v1.20.0" >&2; exit 1 ;;
   esac
-  src="$cache_dir/tools-vault-$VAULT_VERSION${VAULT_SDK_VERSION:+-sdk-$VAULT_SDK_VERSION}"
+  # The pairing comes first, from Vault's own go.mod (downloaded once, then
+  # read from the module cache), so that the generated module's directory
+  # names it: a change of the pairing below generates a new module instead
+  # of reusing one generated with another.
+  gomod=$(cd "$cache_dir" && go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  [ -f "$gomod" ] || { echo "no go.mod for github.com/hashicorp/vault@$VAULT_VERSION" >&2; exit 1; }
+  # Vault replaces sdk and api with its own directories; the require lines
+  # name the releases cut from them.
+  sdk=$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")
+  api=$(awk '$1 == "github.com/hashicorp/vault/api" && $2 ~ /^v/ { print $2; exit }' "$gomod")
+  nosumdb= replaces=
+  why="as its go.mod requires"
+  # Releases that do not compile against what their go.mod requires, with
+  # the nearest pairing that does (tried here).
+  case "$VAULT_VERSION" in
+    v1.19.5)
+      # sdk v0.15.2 lacks consts.PluginTier ("undefined: consts.PluginTier");
+      # v0.17.0 is the oldest sdk release the proxy serves that has it, and
+      # the checksum database does not know the snowflake plugin v0.13.1
+      # that v1.19.5 requires.
+      sdk=v0.17.0 api=v1.16.0 nosumdb=github.com/hashicorp/vault-plugin-database-snowflake
+      why="its go.mod's sdk v0.15.2 lacks consts.PluginTier"
+      ;;
+    v1.18.5)
+      # sdk v0.14.0 lacks logical.EventMetadataPath,
+      # certutil.VerifyCertificate and certutil.AlwaysEnforceErr ("undefined"
+      # when compiling vault/eventbus and builtin/logical/pki/issuing);
+      # v0.15.0 is the oldest release that has all three (v0.14.1 has the
+      # first and the last).
+      sdk=v0.15.0
+      why="its go.mod's sdk v0.14.0 lacks logical.EventMetadataPath and certutil.VerifyCertificate"
+      ;;
+    v1.16.3)
+      # sdk v0.11.0 lacks logical.CreateContextRedactionSettings,
+      # logical.CtxRedactionSettingsValue, ocsp.IsOcspVerificationError and
+      # pluginidentityutil.ErrPluginWorkloadIdentityUnsupported; v0.11.1
+      # still lacks the ocsp one; v0.12.0 has them all.
+      sdk=v0.12.0
+      why="its go.mod's sdk v0.11.0 lacks logical.CreateContextRedactionSettings and ocsp.IsOcspVerificationError"
+      ;;
+    v1.17.6)
+      # Its go.mod requires github.com/pires/go-proxyproto v1.0.0, which
+      # the proxy refuses ("403 This module version is not available"), and
+      # replaces it with a fork; a dependency's replace directives do not
+      # apply to the module that requires it, so ours repeats that one.
+      # (Its other replaces, and those of later releases, are left out:
+      # the builds compile without them, and 1.18's and 1.19's
+      # github.com/Jeffail/keyring is refused by the proxy too.)
+      replaces=github.com/pires/go-proxyproto@v1.0.0=github.com/peteski22/go-proxyproto@v1.0.0
+      ;;
+  esac
+  if [ -n "${VAULT_SDK_VERSION:-}" ]; then
+    sdk=$VAULT_SDK_VERSION why="VAULT_SDK_VERSION"
+  fi
+  pairing="Vault $VAULT_VERSION: sdk $sdk, api $api ($why)${nosumdb:+, GONOSUMDB=$nosumdb}${replaces:+, replace $replaces}"
+  echo "$pairing" >&2
+  src="$cache_dir/tools-vault-$VAULT_VERSION-$(echo "$pairing" | sha256sum | cut -c1-12)"
   if [ ! -f "$src/.generated" ]; then
     echo "generating a tools module for Vault $VAULT_VERSION in $src" >&2
     rm -rf "$src"
@@ -43,66 +99,13 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     cp "$root/tools/vault/main.go" "$src/main.go"
     go_directive=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$root/tools/vault/go.mod")
     printf 'module vault-plugin-secrets-iris/tools/vault-compat\n\ngo %s\n' "$go_directive" >"$src/go.mod"
-    gomod=$(cd "$src" && go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-    [ -f "$gomod" ] || { echo "no go.mod for github.com/hashicorp/vault@$VAULT_VERSION" >&2; exit 1; }
-    # Vault replaces sdk and api with its own directories; the require lines
-    # name the releases cut from them.
-    sdk=$(awk '$1 == "github.com/hashicorp/vault/sdk" && $2 ~ /^v/ { print $2; exit }' "$gomod")
-    api=$(awk '$1 == "github.com/hashicorp/vault/api" && $2 ~ /^v/ { print $2; exit }' "$gomod")
-    nosumdb= replaces=
-    why="as its go.mod requires"
-    # Releases that do not compile against what their go.mod requires, with
-    # the nearest pairing that does (tried here).
-    case "$VAULT_VERSION" in
-      v1.19.5)
-        # sdk v0.15.2 lacks consts.PluginTier ("undefined: consts.PluginTier");
-        # v0.17.0 is the oldest sdk release the proxy serves that has it, and
-        # the checksum database does not know the snowflake plugin v0.13.1
-        # that v1.19.5 requires.
-        sdk=v0.17.0 api=v1.16.0 nosumdb=github.com/hashicorp/vault-plugin-database-snowflake
-        why="its go.mod's sdk v0.15.2 lacks consts.PluginTier"
-        ;;
-      v1.18.5)
-        # sdk v0.14.0 lacks logical.EventMetadataPath,
-        # certutil.VerifyCertificate and certutil.AlwaysEnforceErr ("undefined"
-        # when compiling vault/eventbus and builtin/logical/pki/issuing);
-        # v0.15.0 is the oldest release that has all three (v0.14.1 has the
-        # first and the last).
-        sdk=v0.15.0
-        why="its go.mod's sdk v0.14.0 lacks logical.EventMetadataPath and certutil.VerifyCertificate"
-        ;;
-      v1.16.3)
-        # sdk v0.11.0 lacks logical.CreateContextRedactionSettings,
-        # logical.CtxRedactionSettingsValue, ocsp.IsOcspVerificationError and
-        # pluginidentityutil.ErrPluginWorkloadIdentityUnsupported; v0.11.1
-        # still lacks the ocsp one; v0.12.0 has them all.
-        sdk=v0.12.0
-        why="its go.mod's sdk v0.11.0 lacks logical.CreateContextRedactionSettings and ocsp.IsOcspVerificationError"
-        ;;
-      v1.17.6)
-        # Its go.mod requires github.com/pires/go-proxyproto v1.0.0, which
-        # the proxy refuses ("403 This module version is not available"), and
-        # replaces it with a fork; a dependency's replace directives do not
-        # apply to the module that requires it, so ours repeats that one.
-        # (Its other replaces, and those of later releases, are left out:
-        # the builds compile without them, and 1.18's and 1.19's
-        # github.com/Jeffail/keyring is refused by the proxy too.)
-        replaces=github.com/pires/go-proxyproto@v1.0.0=github.com/peteski22/go-proxyproto@v1.0.0
-        ;;
-    esac
-    if [ -n "${VAULT_SDK_VERSION:-}" ]; then
-      sdk=$VAULT_SDK_VERSION why="VAULT_SDK_VERSION"
-    fi
-    echo "Vault $VAULT_VERSION: sdk $sdk, api $api ($why)${nosumdb:+, GONOSUMDB=$nosumdb}${replaces:+, replace $replaces}" >"$src/pairing"
-    cat "$src/pairing" >&2
+    echo "$pairing" >"$src/pairing"
     for r in $replaces; do
       (cd "$src" && go mod edit -replace "$r")
     done
     (cd "$src" && GONOSUMDB=${GONOSUMDB:-}${nosumdb:+,$nosumdb} go get "github.com/hashicorp/vault/command@$VAULT_VERSION" \
       "github.com/hashicorp/vault/sdk@$sdk" "github.com/hashicorp/vault/api@$api")
     touch "$src/.generated"
-  else
-    cat "$src/pairing" >&2
   fi
   key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)
   cached="$cache_dir/compat-vault-$VAULT_VERSION-$key"
