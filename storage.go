@@ -18,12 +18,12 @@ import (
 // This file owns the mount's storage layout: every key, the in-memory copy
 // of the entries the hot paths read, the get/put pair of each entry type,
 // and the locks that order writes. The shapes themselves belong to their
-// lifecycles (credential.go, session.go, path_settings.go); what other
+// lifecycles (credential.go, session.go, settings.go); what other
 // files do with the entries is theirs too.
 //
 //	config/<name>                 a credential (credential.go)
 //	session/<name>                its shared token (session.go)
-//	settings                      the mount's settings (path_settings.go)
+//	settings                      the mount's settings (settings.go)
 //	spent-refresh-token/<sha256>  when a lease's refresh token was sent
 //	                              (secret_access_token.go)
 //
