@@ -70,8 +70,10 @@ if [ -n "${VAULT_VERSION:-}" ]; then
     v1.16.3)
       # sdk v0.11.0 lacks logical.CreateContextRedactionSettings,
       # logical.CtxRedactionSettingsValue, ocsp.IsOcspVerificationError and
-      # pluginidentityutil.ErrPluginWorkloadIdentityUnsupported; v0.11.1
-      # still lacks the ocsp one; v0.12.0 has them all.
+      # pluginidentityutil.ErrPluginWorkloadIdentityUnsupported, and its
+      # ldaputil.Connection wants the Close() of an older go-ldap than the
+      # build selects ("wrong type for method Close"); v0.11.1 still lacks
+      # the ocsp one; v0.12.0 has them all and builds.
       sdk=v0.12.0
       why="its go.mod's sdk v0.11.0 lacks logical.CreateContextRedactionSettings and ocsp.IsOcspVerificationError"
       ;;
