@@ -9,8 +9,8 @@
 # Where a release does not compile against those, the case below pairs it
 # with the nearest releases that do, and says why; the script prints the
 # pairing it used. VAULT_SDK_VERSION picks another sdk release (its own
-# generated module). (Vault v1.20.0 to v1.20.4 compile against no released
-# sdk: neither v0.18.0, which their go.mod requires, nor v0.19.0.)
+# generated module). Releases that compile against no released sdk (1.18.2
+# to 1.18.5, 1.20.x) stop at once with the reason.
 #
 # The binary is cached outside the work tree, keyed by the tools module's
 # contents, so that fresh clones on the same machine
@@ -58,14 +58,29 @@ if [ -n "${VAULT_VERSION:-}" ]; then
       sdk=v0.17.0 api=v1.16.0 nosumdb=github.com/hashicorp/vault-plugin-database-snowflake
       why="its go.mod's sdk v0.15.2 lacks consts.PluginTier"
       ;;
-    v1.18.5)
-      # sdk v0.14.0 lacks logical.EventMetadataPath,
-      # certutil.VerifyCertificate and certutil.AlwaysEnforceErr ("undefined"
-      # when compiling vault/eventbus and builtin/logical/pki/issuing);
-      # v0.15.0 is the oldest release that has all three (v0.14.1 has the
-      # first and the last).
-      sdk=v0.15.0
-      why="its go.mod's sdk v0.14.0 lacks logical.EventMetadataPath and certutil.VerifyCertificate"
+    v1.18.[2-9] | v1.20.*)
+      # No released sdk compiles with these. Their go.mod requires sdk
+      # v0.14.0 (1.18) or v0.18.0 (1.20), built from their own tree, and the
+      # proxy refuses the sdk at those commits ("not available"). 1.18.2 on
+      # use certutil.AlwaysEnforceErr, 1.18.3 on logical.EventMetadataPath
+      # and 1.18.5 certutil.VerifyCertificate, none of which v0.14.0 has;
+      # v0.14.1 and later add DeregisterRotationJob to logical.SystemView,
+      # which the system views of 1.18 do not implement ("missing method
+      # DeregisterRotationJob", tried with v0.15.0), and v0.14.2 is refused.
+      # 1.20.0 and 1.20.4 fail against sdk v0.18.0 (no
+      # pluginutil.PluginRunner.Download) and v0.19.0 (a changed
+      # connutil.GetCloudSQLAuthOptions). v1.18.1 builds (below).
+      if [ -z "${VAULT_SDK_VERSION:-}" ]; then
+        echo "Vault $VAULT_VERSION compiles against no sdk release the module proxy serves; see the comment in $0 (v1.18.1 is the newest 1.18 that builds). Set VAULT_SDK_VERSION to try one anyway." >&2
+        exit 1
+      fi
+      ;;
+    v1.18.1)
+      # Its go.mod's api v1.15.0 lacks MountConfigInput's
+      # TrimRequestTrailingSlashes, which its command package sets
+      # ("undefined"); v1.16.0 is the next release the proxy serves.
+      api=v1.16.0
+      why="its go.mod's api v1.15.0 lacks MountConfigInput.TrimRequestTrailingSlashes"
       ;;
     v1.16.3)
       # sdk v0.11.0 lacks logical.CreateContextRedactionSettings,
