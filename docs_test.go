@@ -174,3 +174,42 @@ func TestHeadingSlug(t *testing.T) {
 		require.Equal(t, want, headingSlug(heading), "%q", heading)
 	}
 }
+
+// TestDocsNameTestsThatExist: the docs cite tests as the proof of their
+// promises ("checked by"); a renamed or deleted test must not leave a
+// promise pointing at nothing.
+func TestDocsNameTestsThatExist(t *testing.T) {
+	t.Parallel()
+	defined := map[string]bool{}
+	testFunc := regexp.MustCompile(`(?m)^func (Test\w+)\(`)
+	err := filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (p == "bin" || p == "tools" || strings.HasPrefix(d.Name(), ".")) && p != "." {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, "_test.go") {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			for _, m := range testFunc.FindAllStringSubmatch(string(b), -1) {
+				defined[m[1]] = true
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.True(t, defined["TestDocsNameTestsThatExist"], "the walk found no tests")
+	cited := regexp.MustCompile("`(Test[A-Za-z0-9_]+)[/`]")
+	for _, page := range docPages(t) {
+		b, err := os.ReadFile(page)
+		require.NoError(t, err)
+		for _, m := range cited.FindAllStringSubmatch(string(b), -1) {
+			if !defined[m[1]] {
+				t.Errorf("%s cites %s, which no test file defines", page, m[1])
+			}
+		}
+	}
+}

@@ -384,11 +384,7 @@ func TestHoldAcrossAConfigWrite(t *testing.T) {
 		close(release)
 		require.NoError(t, <-done)
 
-		env.iris.SetLatency(200 * time.Millisecond)
-		concurrently(8, func(int) {
-			_, err := env.request(logical.ReadOperation, "creds/demo", nil)
-			assert.ErrorContains(t, err, "wrong username or password")
-		})
+		refusedBurst(t, env, "demo")
 		require.Equal(t, 1, env.iris.RefusedAttempts(demoUser.Username))
 		require.False(t, env.iris.Locked(demoUser.Username))
 	})
@@ -402,11 +398,7 @@ func TestHoldAcrossAConfigWrite(t *testing.T) {
 		_, err := env.request(logical.ReadOperation, "creds/demo", nil)
 		require.ErrorContains(t, err, "wrong username or password")
 		env.mustRequest(logical.UpdateOperation, "config/demo", map[string]interface{}{"ttl": 1800, "verify": false})
-		env.iris.SetLatency(200 * time.Millisecond)
-		concurrently(8, func(int) {
-			_, err := env.request(logical.ReadOperation, "creds/demo", nil)
-			assert.ErrorContains(t, err, "wrong username or password")
-		})
+		refusedBurst(t, env, "demo")
 		require.Equal(t, 2, env.iris.RefusedAttempts(demoUser.Username))
 		require.False(t, env.iris.Locked(demoUser.Username))
 	})
@@ -503,4 +495,16 @@ func TestConfigWrittenElsewhereIsUnproven(t *testing.T) {
 	_, err = gb.admit(context.Background(), "demo", replicated, irisauth.GrantPassword)
 	var held *heldError
 	require.ErrorAs(t, err, &held, "its refusal holds")
+}
+
+// refusedBurst reads creds/<name> 8 times at once against an IRIS that
+// answers in 200 ms, so that the reads overlap, and expects each to fail
+// with the wrong password.
+func refusedBurst(t *testing.T, env *testEnv, name string) {
+	t.Helper()
+	env.iris.SetLatency(200 * time.Millisecond)
+	concurrently(8, func(int) {
+		_, err := env.request(logical.ReadOperation, "creds/"+name, nil)
+		assert.ErrorContains(t, err, "wrong username or password")
+	})
 }
