@@ -59,6 +59,9 @@ type backend struct {
 	// writes; seededHosts is a seed this node could not store.
 	settingsMu  sync.Mutex
 	seededHosts atomic.Pointer[[]string]
+	// settingsWriteMu makes each settings write a read-modify-write of its
+	// own; it is taken before settingsMu, never after.
+	settingsWriteMu sync.Mutex
 }
 
 // backendOptions are the seams tests use; Factory uses the defaults.

@@ -85,6 +85,11 @@ func (b *backend) pathSettingsRead(ctx context.Context, req *logical.Request, _ 
 }
 
 func (b *backend) pathSettingsWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	// One write at a time, from its read to its store: a write of one field
+	// that read the settings before another write's store landed would put
+	// back what that write replaced (a narrowed allowed_hosts among them).
+	b.settingsWriteMu.Lock()
+	defer b.settingsWriteMu.Unlock()
 	settings, err := b.settingsWithHosts(ctx, req.Storage)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -335,4 +336,65 @@ func TestNoSettingsWriteAfterClean(t *testing.T) {
 	if entry != nil {
 		require.NotContains(t, string(entry.Value), `"max_background_grants":4`)
 	}
+}
+
+// slowSettingsPut holds the first write of settings back until another
+// request reads them, or 200 ms have passed: the window in which a second
+// settings write could read what the first is replacing.
+type slowSettingsPut struct {
+	logical.Storage
+	once       sync.Once
+	putPending chan struct{}
+	readDuring chan struct{}
+}
+
+func (s *slowSettingsPut) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if e.Key == settingsStorageKey {
+		s.once.Do(func() {
+			close(s.putPending)
+			select {
+			case <-s.readDuring:
+			case <-time.After(200 * time.Millisecond):
+			}
+		})
+	}
+	return s.Storage.Put(ctx, e)
+}
+
+func (s *slowSettingsPut) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	if key == settingsStorageKey {
+		select {
+		case s.readDuring <- struct{}{}:
+		default:
+		}
+	}
+	return s.Storage.Get(ctx, key)
+}
+
+// Two operators write settings at once, one narrowing allowed_hosts, the
+// other changing max_background_grants: both changes stay.
+func TestConcurrentSettingsWritesKeepANarrowing(t *testing.T) {
+	t.Parallel()
+	env := newTestEnv(t)
+	env.writeConfig("demo", demoUser, nil)
+	slow := &slowSettingsPut{Storage: env.storage, putPending: make(chan struct{}), readDuring: make(chan struct{})}
+	env.storage, env.b.storageView = slow, slow
+	env.b.invalidate(context.Background(), settingsStorageKey) // reads go to storage
+
+	narrowed := make(chan error, 1)
+	go func() {
+		_, err := env.request(logical.UpdateOperation, "settings", map[string]interface{}{keyAllowedHosts: defaultAllowedHost})
+		narrowed <- err
+	}()
+	<-slow.putPending
+	env.mustRequest(logical.UpdateOperation, "settings", map[string]interface{}{keyMaxBackgroundGrants: 4})
+	require.NoError(t, <-narrowed)
+
+	data := env.mustRequest(logical.ReadOperation, "settings", nil).Data
+	require.Equal(t, []string{defaultAllowedHost}, data[keyAllowedHosts], "the narrowing was lost")
+	require.Equal(t, 4, data[keyMaxBackgroundGrants])
+	env.iris.ResetStats()
+	_, err := env.request(logical.ReadOperation, "creds/demo", nil)
+	require.Error(t, err)
+	require.Zero(t, env.iris.Stats().Requests, "a grant reached a host no longer allowed")
 }
