@@ -43,21 +43,24 @@ func (b *backend) grant(ctx context.Context, ref credentialRef, cfg *credential,
 }
 
 // verify checks credentials about to be stored with one grant. It is not
-// held back: an operator writing the config is the one who can fix what
-// IRIS refused, and a stored write ends any hold anyway. While the identity
-// is unproven it is the identity's one attempt all the same: other grants
-// wait for it. A refusal holds nothing, since the refused credentials are
-// not stored.
+// held back (an operator writing the config is the one who can fix what
+// IRIS refused) until maxRefusedWrites writes in a row were refused, and it
+// goes one at a time as other log-in grants do (admitVerify). Below that
+// bound a refusal holds nothing, since the refused credentials are not
+// stored.
 func (b *backend) verify(ctx context.Context, cfg *credential) (*irisauth.Token, error) {
 	g := cfg.logInGrant(true)
 	if err := b.checkHost(ctx, keyTokenURL, g.Endpoint.TokenURL); err != nil {
 		return nil, err
 	}
-	t := b.grants.admitVerify(cfg)
+	t, err := b.grants.admitVerify(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	res, err := b.client.Exchange(ctx, g)
 	b.metrics.countGrant(cfg.kind().name, g.Type, err)
 	dropForeignRefreshToken(cfg, res.Token)
-	b.grants.verifyDone(t, cfg)
+	b.grants.verifyDone(t, cfg, err)
 	return res.Token, err
 }
 

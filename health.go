@@ -38,6 +38,13 @@ const (
 	revocationPause = 5 * time.Minute
 
 	grantWindow = time.Hour
+
+	// maxRefusedWrites is how many config writes in a row may each be
+	// refused (their verifying grant, or the first grant after them) and
+	// still end a hold. Past it, writes end no hold and verifying grants are
+	// held like any other: whoever may only update a config (a rotator with
+	// made-up secrets) must not get one password guess at IRIS per write.
+	maxRefusedWrites = 3
 )
 
 // nameHealth is the runtime record of one config name, for the config
@@ -78,6 +85,12 @@ type upstreamHealth struct {
 	// attempt is open while the identity's one attempt is in flight;
 	// closing it wakes the grants waiting for its outcome.
 	attempt chan struct{}
+
+	// refusedWrites counts the config writes in a row that IRIS refused;
+	// a success sets it back to zero. writeUnsettled is set by a write
+	// whose credentials no grant has tried yet.
+	refusedWrites  int
+	writeUnsettled bool
 
 	names map[string]bool
 }
@@ -178,11 +191,18 @@ type heldError struct {
 	refusal error
 	until   time.Time
 	now     time.Time
+	// writesEndIt is false once maxRefusedWrites writes in a row were
+	// refused.
+	writesEndIt bool
 }
 
 func (e *heldError) Error() string {
-	return fmt.Sprintf("%s; no new attempt until %s (in %s), so that IRIS does not lock the credentials out; any write to its config ends the wait",
-		e.refusal, e.until.UTC().Format(time.RFC3339), e.until.Sub(e.now).Round(time.Second))
+	ends := "any write to its config ends the wait"
+	if !e.writesEndIt {
+		ends = fmt.Sprintf("%d config writes in a row were refused, so writes no longer end the wait", maxRefusedWrites)
+	}
+	return fmt.Sprintf("%s; no new attempt until %s (in %s), so that IRIS does not lock the credentials out; %s",
+		e.refusal, e.until.UTC().Format(time.RFC3339), e.until.Sub(e.now).Round(time.Second), ends)
 }
 
 func (e *heldError) Unwrap() error { return e.refusal }
@@ -225,7 +245,7 @@ func (gb *grantBook) admit(ctx context.Context, name string, cfg *credential, gr
 		now := gb.now()
 		if u.refusal != nil && now.Before(u.heldUntil) {
 			gb.mu.Unlock()
-			return ticket{}, &heldError{refusal: u.refusal, until: u.heldUntil, now: now}
+			return ticket{}, u.heldErrorLocked(now)
 		}
 		t := ticket{identity: key, epoch: u.epoch, current: n.isCurrent(cfg)}
 		logIn := grant != irisauth.GrantRefreshToken
@@ -264,22 +284,59 @@ func (gb *grantBook) admit(ctx context.Context, name string, cfg *credential, gr
 	}
 }
 
-// admitVerify lets the verifying grant of a config write through: it is
-// never held, since the operator writing the config is the one who can fix
-// what IRIS refused, but while the identity is unproven and no attempt is in
-// flight it is the attempt, and other grants wait for it: a burst does not
-// run alongside it.
-func (gb *grantBook) admitVerify(cfg *credential) ticket {
-	gb.mu.Lock()
-	defer gb.mu.Unlock()
-	key := upstreamIdentity(cfg)
-	u := gb.upstreamLocked(key)
-	t := ticket{identity: key, epoch: u.epoch}
-	if (u.refusal != nil || !u.proven[cfg.Generation]) && u.attempt == nil {
-		u.attempt = make(chan struct{})
-		t.attempt = u.attempt
+// admitVerify lets the verifying grant of a config write through. It is
+// not held, since the operator writing the config is the one who can fix
+// what IRIS refused, unless maxRefusedWrites writes in a row were refused.
+// It goes one at a time as other log-in grants do: always for a password
+// grant, and while the identity is unproven for the others, whose grants
+// then wait for it.
+func (gb *grantBook) admitVerify(ctx context.Context, cfg *credential) (ticket, error) {
+	password := cfg.logInGrant(true).Type == irisauth.GrantPassword
+	var timer *time.Timer
+	for {
+		gb.mu.Lock()
+		key := upstreamIdentity(cfg)
+		u := gb.upstreamLocked(key)
+		now := gb.now()
+		if u.refusal != nil && now.Before(u.heldUntil) && u.refusedWrites >= maxRefusedWrites {
+			gb.mu.Unlock()
+			return ticket{}, u.heldErrorLocked(now)
+		}
+		t := ticket{identity: key, epoch: u.epoch}
+		if !password && u.refusal == nil && u.proven[cfg.Generation] {
+			gb.mu.Unlock()
+			return t, nil
+		}
+		if u.attempt == nil {
+			u.attempt = make(chan struct{})
+			t.attempt = u.attempt
+			gb.mu.Unlock()
+			return t, nil
+		}
+		pending := u.attempt
+		gb.mu.Unlock()
+		if !password {
+			// Client credentials lock nobody out: an attempt in flight is
+			// not waited for.
+			return t, nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(cfg.RequestTimeout)
+			defer timer.Stop()
+		}
+		select {
+		case <-pending:
+		case <-ctx.Done():
+			return ticket{}, ctx.Err()
+		case <-timer.C:
+			return ticket{}, &attemptPendingError{waited: cfg.RequestTimeout}
+		}
 	}
-	return t
+}
+
+// heldErrorLocked is the answer to a grant the identity's hold keeps back.
+func (u *upstreamHealth) heldErrorLocked(now time.Time) *heldError {
+	return &heldError{refusal: u.refusal, until: u.heldUntil, now: now, writesEndIt: u.refusedWrites < maxRefusedWrites}
 }
 
 // record notes the outcome of a grant admit let through.
@@ -300,11 +357,20 @@ func (gb *grantBook) record(t ticket, name string, cfg *credential, grant irisau
 // stored config's: a refusal of credentials that were never stored holds
 // nothing (the stored ones may well be right), and a success counts once
 // the config is stored (configWritten).
-func (gb *grantBook) verifyDone(t ticket, cfg *credential) {
+func (gb *grantBook) verifyDone(t ticket, cfg *credential, err error) {
 	gb.mu.Lock()
 	defer gb.mu.Unlock()
+	grant := cfg.logInGrant(true).Type
 	t.current = false
-	gb.settleLocked(t, cfg, cfg.logInGrant(true).Type, nil)
+	gb.settleLocked(t, cfg, grant, nil)
+	// A refused verification is a refused write all the same; past the
+	// bound it holds the identity, as a refused read would.
+	if u := gb.byIdentity[t.identity]; u != nil && refusesCredentials(grant, err) {
+		u.refusedWrites++
+		if u.refusedWrites >= maxRefusedWrites {
+			u.holdLocked(gb.now(), err)
+		}
+	}
 }
 
 // settleLocked ends the ticket's attempt and applies its outcome to the
@@ -327,13 +393,22 @@ func (gb *grantBook) settleLocked(t ticket, cfg *credential, grant irisauth.Gran
 	case err == nil && grant != irisauth.GrantRefreshToken:
 		u.proven[cfg.Generation] = true
 		u.refusal, u.heldUntil, u.holdLength = nil, time.Time{}, 0
+		u.refusedWrites, u.writeUnsettled = 0, false
 	case err != nil && refusesCredentials(grant, err):
-		now := gb.now()
-		u.holdLength = min(max(2*u.holdLength, minCredentialHold), maxCredentialHold)
-		u.heldUntil = now.Add(u.holdLength)
-		u.refusal = err
-		clear(u.proven)
+		if u.writeUnsettled {
+			u.refusedWrites++
+			u.writeUnsettled = false
+		}
+		u.holdLocked(gb.now(), err)
 	}
+}
+
+// holdLocked starts a hold, or doubles the one that ran out.
+func (u *upstreamHealth) holdLocked(now time.Time, refusal error) {
+	u.holdLength = min(max(2*u.holdLength, minCredentialHold), maxCredentialHold)
+	u.heldUntil = now.Add(u.holdLength)
+	u.refusal = refusal
+	clear(u.proven)
 }
 
 func (n *nameHealth) noteOutcome(now time.Time, grant irisauth.GrantType, err error) {
@@ -387,8 +462,15 @@ func (gb *grantBook) configWritten(name string, cfg *credential, verified bool) 
 	gb.moveLocked(name, n, upstreamIdentity(cfg))
 	u := gb.byIdentity[n.identity]
 	u.epoch++
-	u.refusal, u.heldUntil, u.holdLength = nil, time.Time{}, 0
 	clear(u.proven)
+	switch {
+	case verified:
+		u.refusal, u.heldUntil, u.holdLength = nil, time.Time{}, 0
+		u.refusedWrites, u.writeUnsettled = 0, false
+	case u.refusedWrites < maxRefusedWrites:
+		u.refusal, u.heldUntil, u.holdLength = nil, time.Time{}, 0
+		u.writeUnsettled = true
+	}
 	if verified {
 		now := gb.now()
 		u.proven[cfg.Generation] = true
